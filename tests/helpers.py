@@ -1,0 +1,77 @@
+"""Small synthetic inputs for tests: DICOM files with controllable (and broken) headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+
+def body_phantom(rows: int = 64, cols: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A tiny HU image with air, a fat ring (SAT), a muscle ring and fat inside (VAT).
+
+    Returns (HU float32, class mask uint8) with known areas in pixels.
+    """
+    yy, xx = np.mgrid[:rows, :cols]
+    r = np.hypot((yy - rows / 2 + 0.5) / (rows * 0.42), (xx - cols / 2 + 0.5) / (cols * 0.42))
+    hu = np.full((rows, cols), -1000.0, dtype=np.float32)
+    mask = np.zeros((rows, cols), dtype=np.uint8)
+    hu[r < 1.0], mask[r < 1.0] = -100.0, 2
+    hu[r < 0.8], mask[r < 0.8] = 45.0, 1
+    hu[r < 0.6], mask[r < 0.6] = -90.0, 3
+    return hu, mask
+
+
+def write_dicom(
+    path: str | Path,
+    hu: np.ndarray,
+    spacing: tuple[float, float] = (0.8, 0.7),
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    position: tuple[float, float, float] = (-100.0, -120.0, 50.0),
+    patient_id: str = "P001",
+    series_uid: str | None = None,
+    drop: tuple[str, ...] = (),
+    **tags,
+) -> Path:
+    """Write a single-frame CT DICOM file of ``hu`` (stored as HU + 1024, intercept -1024)."""
+    path = Path(path)
+    meta = FileMetaDataset()
+    sop = generate_uid()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.Modality = "CT"
+    ds.PatientID = patient_id
+    ds.PatientSex = "F"
+    ds.PatientSize = "1.65"
+    ds.PatientWeight = "60"
+    ds.PixelSpacing = [str(spacing[0]), str(spacing[1])]
+    ds.ImageOrientationPatient = [str(v) for v in orientation]
+    ds.ImagePositionPatient = [str(v) for v in position]
+    ds.SliceThickness = "3"
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+    ds.PixelData = np.clip(np.round(hu) + 1024, 0, 65535).astype(np.uint16).tobytes()
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    for key in drop:
+        if key in ds:
+            delattr(ds, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def read_back(path: str | Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path)

@@ -1,0 +1,73 @@
+"""Params files: loading, validation errors, overrides, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from l3seg_lib.config import Params, load_params, parse_override, save_params
+from l3seg_lib.errors import L3SegConfigError
+from l3seg_lib.phantom import PHANTOM_LABEL_MAP
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml", "example_own_dicom.yaml"])
+def test_shipped_params_load(name):
+    p = load_params(PARAMS / name)
+    assert isinstance(p, Params)
+    assert p.preprocess.window_hu == (-200.0, 800.0)
+
+
+def test_default_params_match_the_phantom_labels():
+    p = load_params(PARAMS / "default.yaml")
+    assert p.data.label_map == PHANTOM_LABEL_MAP
+    assert p.split.n_folds == 5 and p.preprocess.image_size == 256
+
+
+def test_round_trip(tmp_path):
+    p = load_params(PARAMS / "default.yaml", {"train.epochs": 3, "optimize.bounds.w_sat": [1, 2]})
+    assert p.train.epochs == 3 and p.optimize.bounds["w_sat"] == (1.0, 2.0)
+    again = load_params(save_params(p, tmp_path / "p.yaml"))
+    assert again == p
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epochz: 3\n", "unknown key(s) epochz"),
+        ("train:\n  epochs: many\n", "train.epochs: expected an integer"),
+        ("preprocess:\n  window_hu: [800, -200]\n", "low < high"),
+        ("preprocess:\n  image_size: 250\n", "multiple of 16"),
+        ("data:\n  label_map: {background: [0], muscle: [1], sat: [1], vat: [3]}\n", "value 1 listed under both"),
+        ("data:\n  label_map: {background: [0], muscle: [1]}\n", "missing ['sat', 'vat']"),
+        ("data:\n  source: manifest\n", "data.manifest is not set"),
+        ("optimize:\n  bounds: {w_bone: [1, 2]}\n", "unknown parameter(s) ['w_bone']"),
+        ("train: [1, 2]\n", "train: expected a mapping"),
+        ("model:\n  norm: layer\n", "model.norm must be"),
+        ("device: tpu\n", "device must be auto, cpu or cuda"),
+    ],
+)
+def test_invalid_params_name_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(L3SegConfigError) as err:
+        load_params(path)
+    assert message in str(err.value)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(L3SegConfigError, match="params file not found"):
+        load_params(tmp_path / "none.yaml")
+    (tmp_path / "x.yaml").write_text("a: [1\n")
+    with pytest.raises(L3SegConfigError, match="not valid YAML"):
+        load_params(tmp_path / "x.yaml")
+
+
+def test_parse_override():
+    assert parse_override("train.epochs=4") == ("train.epochs", 4)
+    assert parse_override("train.class_weights=[1, 2, 2, 1]") == ("train.class_weights", [1, 2, 2, 1])
+    with pytest.raises(L3SegConfigError, match="expected key=value"):
+        parse_override("train.epochs")

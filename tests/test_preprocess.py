@@ -1,0 +1,82 @@
+"""HU window, resize with effective spacing, inverse mapping, processed data set on disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import body_phantom
+from l3seg_lib.cases import Case
+from l3seg_lib.config import PreprocessConfig
+from l3seg_lib.io import CTImage
+from l3seg_lib.preprocess import (
+    export_processed,
+    image_to_model,
+    labels_to_original,
+    load_arrays,
+    make_geometry,
+    mask_to_model,
+    probs_to_original,
+    read_processed_manifest,
+    window,
+)
+
+
+def test_window_clips_and_scales():
+    hu = np.array([-1000.0, -200.0, 300.0, 800.0, 2000.0])
+    assert window(hu, -200, 800).tolist() == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    assert window(np.array([0.0]), -100, 100)[0] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="empty"):
+        window(hu, 100, 100)
+
+
+def test_effective_spacing_square_and_padded():
+    g = make_geometry((512, 512), (0.7, 0.7), 256)
+    assert g.eff_spacing_mm == pytest.approx((1.4, 1.4))
+    g = make_geometry((400, 512), (0.8, 0.8), 256)
+    assert g.pad == (56, 56, 0, 0)
+    assert g.eff_spacing_mm == pytest.approx((1.6, 1.6))
+    g = make_geometry((400, 512), (0.8, 0.6), 128, pad_to_square=False)
+    assert g.pad == (0, 0, 0, 0)
+    assert g.eff_spacing_mm == pytest.approx((0.8 * 400 / 128, 0.6 * 512 / 128))
+
+
+@pytest.mark.parametrize("shape, spacing, pad", [((300, 360), (0.7, 0.7), True), ((300, 360), (0.9, 0.6), False)])
+def test_area_is_preserved_after_resize(shape, spacing, pad):
+    _, mask = body_phantom(*shape)
+    g = make_geometry(shape, spacing, 128, pad_to_square=pad)
+    small = mask_to_model(mask, g)
+    for cls in (1, 2, 3):
+        orig_cm2 = (mask == cls).sum() * spacing[0] * spacing[1] / 100
+        model_cm2 = (small == cls).sum() * g.eff_spacing_mm[0] * g.eff_spacing_mm[1] / 100
+        assert model_cm2 == pytest.approx(orig_cm2, rel=0.03)
+
+
+def test_image_padding_is_air_and_inverse_mapping():
+    hu, mask = body_phantom(200, 260)
+    g = make_geometry(hu.shape, (0.8, 0.8), 64)
+    img = image_to_model(hu, g, (-200, 800))
+    assert img.shape == (64, 64) and img[0, 0] == 0.0
+    one_hot = np.stack([(mask_to_model(mask, g) == c).astype(np.float32) for c in range(4)])
+    back = probs_to_original(one_hot, g).argmax(0)
+    assert back.shape == mask.shape
+    assert (back == mask).mean() > 0.97
+    assert labels_to_original(mask_to_model(mask, g), g).shape == mask.shape
+
+
+def test_export_processed_round_trip(tmp_path):
+    hu, mask = body_phantom(96, 80)
+    img = CTImage(hu=hu, spacing_mm=(0.9, 0.9), patient_id="P1", slice_id="s1", source="x.dcm",
+                  meta={"sex": "M", "height_m": 1.8})
+    cfg = PreprocessConfig(image_size=64)
+    df = export_processed([Case(img, mask, "m.nii.gz")], tmp_path, cfg)
+    assert list(df["case_id"]) == ["P1__s1"]
+    row = read_processed_manifest(tmp_path).iloc[0]
+    assert row["eff_spacing_row_mm"] == pytest.approx(0.9 * 96 / 64)
+    assert row["pad_left"] == 8 and row["sex"] == "M"
+    arrays = load_arrays(tmp_path, row)
+    assert arrays["image"].shape == (64, 64) and arrays["image"].dtype == np.float32
+    assert np.array_equal(arrays["mask_orig"], mask)
+    assert np.array_equal(arrays["hu"], hu.astype(np.int16))
+    with pytest.raises(ValueError, match="listed twice"):
+        export_processed([Case(img, mask), Case(img, mask)], tmp_path / "dup", cfg)
