@@ -1,0 +1,146 @@
+"""Patient-wise folds, augmentation, deterministic training, tiny end-to-end train + predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from l3seg_lib import phantom
+from l3seg_lib.cases import iter_manifest, read_clinical, read_manifest
+from l3seg_lib.config import AugmentConfig, DataConfig, Params, PreprocessConfig, SplitConfig
+from l3seg_lib.dataset import SliceDataset, build_augmentation, check_patient_wise, fold_members, make_splits
+from l3seg_lib.predict import Predictor, predict_path
+from l3seg_lib.preprocess import export_processed, read_processed_manifest
+from l3seg_lib.train import cross_validate, load_checkpoint, train_model, resolve_device
+
+
+def _manifest(n_patients: int, slices_per_patient=(1, 3), seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        for s in range(int(rng.integers(slices_per_patient[0], slices_per_patient[1] + 1))):
+            rows.append({"case_id": f"P{p}__{s}", "patient_id": f"P{p}", "sex": "MF"[p % 2]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n_patients, folds, test_fraction", [(60, 5, 0.2), (13, 3, 0.0), (9, 2, 0.3)])
+def test_splits_are_patient_wise(n_patients, folds, test_fraction):
+    man = _manifest(n_patients)
+    split = make_splits(man, SplitConfig(test_fraction=test_fraction, n_folds=folds), seed=1)
+    check_patient_wise(split)
+    assert set(split["patient_id"]) == set(man["patient_id"])
+    assert (split["set"] == "test").sum() == round(test_fraction * n_patients)
+    assert sorted(split.loc[split["set"] == "dev", "fold"].unique()) == list(range(folds))
+    for k in range(folds):
+        train, val = fold_members(man, split, k)
+        assert not set(train["patient_id"]) & set(val["patient_id"])
+        test_ids = set(split.loc[split["set"] == "test", "patient_id"])
+        assert not (set(train["patient_id"]) | set(val["patient_id"])) & test_ids
+        # every slice of a validation patient is in validation
+        assert len(val) == man["patient_id"].isin(val["patient_id"].unique()).sum()
+
+
+def test_splits_stratify_by_sex_and_are_seeded():
+    man = _manifest(40)
+    split = make_splits(man, SplitConfig(test_fraction=0.2, n_folds=4), seed=3)
+    assert split["stratified"].all()
+    sexes = man.drop_duplicates("patient_id").set_index("patient_id")["sex"]
+    per_fold = split[split["set"] == "dev"].assign(sex=lambda d: d["patient_id"].map(sexes)).groupby("fold")["sex"]
+    assert all(abs((s == "M").sum() - (s == "F").sum()) <= 1 for _, s in per_fold)
+    assert split.equals(make_splits(man, SplitConfig(test_fraction=0.2, n_folds=4), seed=3))
+    assert not split.equals(make_splits(man, SplitConfig(test_fraction=0.2, n_folds=4), seed=4))
+    with pytest.raises(ValueError, match="too few"):
+        make_splits(_manifest(4), SplitConfig(test_fraction=0.5, n_folds=3), seed=0)
+
+
+def test_dataset_ratio_and_identical_geometric_augmentation():
+    img = np.zeros((3, 32, 32), dtype=np.float32)
+    mask = np.zeros((3, 32, 32), dtype=np.uint8)
+    img[:, 8:20, 10:16] = 0.8
+    mask[:, 8:20, 10:16] = 2
+    aug = build_augmentation(AugmentConfig(brightness=0, contrast=0, noise_std=0), 32, seed=0)
+    ds = SliceDataset(img, mask, aug, data_ratio=2.0)
+    assert len(ds) == 3 + 6
+    x0, y0 = ds[0]
+    assert torch.equal(y0, torch.from_numpy(mask[0]).long())  # originals are not augmented
+    x, y = ds[5]
+    assert x.shape == (1, 32, 32) and y.dtype == torch.int64
+    assert not torch.equal(y, y0)  # moved
+    bright = x[0] > 0.4
+    # image and mask moved together: the bright block and the label overlap almost exactly
+    assert (bright == (y == 2)).float().mean() > 0.97
+    assert len(SliceDataset(img, mask, aug, data_ratio=0.5)) == 3 + 2
+    assert len(SliceDataset(img, mask, None, data_ratio=2.0)) == 3
+
+
+def _tiny_params(**train) -> Params:
+    p = Params()
+    p.model.base_width, p.model.depth = 4, 2
+    p.preprocess.image_size = 32
+    p.train.epochs, p.train.batch_size, p.train.lr = 2, 4, 0.01
+    p.split.n_folds, p.split.test_fraction = 2, 0.25
+    p.num_threads = 1
+    for k, v in train.items():
+        setattr(p.train, k, v)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_processed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    phantom.generate(root / "raw", n_patients=4, seed=5, matrix=128, slices_per_patient=(1, 2), progress=False)
+    data = DataConfig(label_map=phantom.PHANTOM_LABEL_MAP)
+    cases = list(iter_manifest(read_manifest(root / "raw" / "manifest.csv"), data))
+    export_processed(cases, root / "proc", PreprocessConfig(image_size=32), read_clinical(root / "raw" / "clinical.csv"))
+    return root
+
+
+def test_training_is_deterministic(tiny_processed):
+    man = read_processed_manifest(tiny_processed / "proc")
+    from l3seg_lib.dataset import load_slices
+    x, y = load_slices(tiny_processed / "proc", man)
+    p = _tiny_params()
+    runs = [train_model(x[:3], y[:3], x[3:], y[3:], p.model, p.train, seed=7, device=torch.device("cpu"),
+                        progress=False) for _ in range(2)]
+    for k in runs[0].state_dict:
+        assert torch.equal(runs[0].state_dict[k], runs[1].state_dict[k]), k
+    assert runs[0].history["train_loss"].tolist() == runs[1].history["train_loss"].tolist()
+    other = train_model(x[:3], y[:3], None, None, p.model, p.train, seed=8, device=torch.device("cpu"), progress=False)
+    assert not torch.equal(other.state_dict["head.weight"], runs[0].state_dict["head.weight"])
+
+
+@pytest.mark.slow
+def test_tiny_cross_validation_and_predict(tiny_processed, tmp_path):
+    proc = tiny_processed / "proc"
+    man = read_processed_manifest(proc)
+    p = _tiny_params(early_stopping_patience=1)
+    split = make_splits(man, p.split, p.seed)
+    res = cross_validate(proc, man, split, p, out_dir=tmp_path / "cv", progress=False)
+    assert list(res.folds["fold"]) == [0, 1]
+    assert (tmp_path / "cv" / "fold_0" / "best.pt").is_file()
+    log = pd.read_csv(tmp_path / "cv" / "fold_1" / "log.csv")
+    assert {"train_loss", "val_dice_muscle", "val_dice_mean_fg", "lr"} <= set(log.columns)
+    assert set(res.slices["case_id"]) == set(man[man["patient_id"].isin(split.loc[split.set == "dev", "patient_id"])]["case_id"])
+    ckpt = load_checkpoint(res.model_path)
+    assert len(ckpt["state_dicts"]) == 2 and ckpt["image_size"] == 32
+
+    # predict a DICOM series from the raw data with the fold ensemble
+    pid = man["patient_id"].iloc[0]
+    out = predict_path(tiny_processed / "raw" / "dicom" / pid, res.model_path, tmp_path / "pred")
+    assert len(out) >= 1 and {"muscle_area_cm2", "sat_area_cm2", "vat_area_cm2"} <= set(out.columns)
+    assert (tmp_path / "pred" / f"{pid}_labels.nii.gz").is_file()
+    assert (tmp_path / "pred" / f"{pid}_s000_overlay.png").is_file()
+    pred = Predictor(res.model_path).predict_hu(np.full((100, 90), -1000.0, np.float32), (0.8, 0.8))
+    assert pred.labels.shape == (100, 90) and pred.probs.shape == (4, 100, 90)
+    assert np.allclose(pred.probs.sum(0), 1.0, atol=1e-4)
+
+
+def test_model_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an l3seg model file"):
+        load_checkpoint(tmp_path / "other.pt")
+    assert resolve_device("cpu").type == "cpu"
