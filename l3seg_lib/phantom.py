@@ -214,7 +214,9 @@ def render_slice(spec: PatientSpec, slice_index: int, matrix: int = 512) -> tupl
     half_w = a_m0 + spec.sat_mm * 1.25 + 3
     half_d = max(b_cav + 9.5 * spec.muscle_scale, d_v + vb_b + 22.0 + 40.0 * spec.muscle_scale) + spec.sat_mm * 1.1 + 3
     fov_needed = 2 * max(half_w, half_d) * 1.05 + 40.0
-    spacing = max(spec.spacing_mm, fov_needed / matrix)
+    # 1.0 mm at 512 px is the largest field of view (512 mm); larger bodies are truncated at the
+    # image edge, as on real scanners
+    spacing = min(max(spec.spacing_mm, fov_needed / matrix), 1.0 * 512 / matrix)
     cv = Canvas(matrix, spacing, cx=prng.normal(0, 6), cy=prng.normal(-8, 6))
     cx0, cy0 = 0.0, 0.0  # body centre
     vx, vy = cx0 + srng.normal(0, 0.5), cy0 + d_v
@@ -542,7 +544,7 @@ def generate(out_dir: str | Path, n_patients: int = 60, seed: int = 0, matrix: i
     out.mkdir(parents=True, exist_ok=True)
     write_itksnap_labels(out / "labels.txt", LABELS)
     manifest, clinical = [], []
-    for i in tqdm(range(n_patients), desc="phantom", unit="patient", disable=not progress):
+    for i in tqdm(range(n_patients), desc="phantom", unit="patient", disable=not progress, mininterval=2.0):
         spec = make_patient(i, seed, matrix, slices_per_patient)
         labels, first = [], None
         for j in range(spec.n_slices):
