@@ -4,6 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from l3seg_lib import phantom
+from l3seg_lib.cases import iter_manifest, read_clinical, read_manifest
+from l3seg_lib.config import DataConfig, Params, PreprocessConfig
+from l3seg_lib.preprocess import export_processed
+
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -17,3 +22,41 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real CT example data not found at {SHARED_DATA} (../shared/data is optional)")
     return SHARED_DATA
+
+
+def tiny_params(**train) -> Params:
+    """Params for a model small enough to train in seconds (32 px, width 4, depth 2)."""
+    p = Params()
+    p.model.base_width, p.model.depth = 4, 2
+    p.preprocess.image_size = 32
+    p.train.epochs, p.train.batch_size, p.train.lr = 2, 4, 0.01
+    p.split.n_folds, p.split.test_fraction = 2, 0.25
+    p.num_threads = 1
+    for k, v in train.items():
+        setattr(p.train, k, v)
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(tmp_path_factory):
+    """4 phantom patients at 128 px written as DICOM, preprocessed to 32 px."""
+    root = tmp_path_factory.mktemp("tiny")
+    phantom.generate(root / "raw", n_patients=4, seed=5, matrix=128, slices_per_patient=(1, 2), progress=False)
+    data = DataConfig(label_map=phantom.PHANTOM_LABEL_MAP)
+    cases = list(iter_manifest(read_manifest(root / "raw" / "manifest.csv"), data))
+    export_processed(cases, root / "proc", PreprocessConfig(image_size=32), read_clinical(root / "raw" / "clinical.csv"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_processed):
+    """A 2-fold ensemble trained for 2 epochs on the tiny data (a model file path)."""
+    from l3seg_lib.dataset import make_splits
+    from l3seg_lib.preprocess import read_processed_manifest
+    from l3seg_lib.train import cross_validate
+
+    proc = tiny_processed / "proc"
+    man = read_processed_manifest(proc)
+    p = tiny_params()
+    res = cross_validate(proc, man, make_splits(man, p.split, p.seed), p, out_dir=tiny_processed / "cv", progress=False)
+    return res.model_path

@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from l3seg_lib import phantom
-from l3seg_lib.cases import iter_manifest, read_clinical, read_manifest
-from l3seg_lib.config import AugmentConfig, DataConfig, Params, PreprocessConfig, SplitConfig
+from conftest import tiny_params
+from l3seg_lib.config import AugmentConfig, SplitConfig
 from l3seg_lib.dataset import SliceDataset, build_augmentation, check_patient_wise, fold_members, make_splits
 from l3seg_lib.predict import Predictor, predict_path
-from l3seg_lib.preprocess import export_processed, read_processed_manifest
+from l3seg_lib.preprocess import read_processed_manifest
 from l3seg_lib.train import cross_validate, load_checkpoint, train_model, resolve_device
 
 
@@ -75,33 +74,11 @@ def test_dataset_ratio_and_identical_geometric_augmentation():
     assert len(SliceDataset(img, mask, None, data_ratio=2.0)) == 3
 
 
-def _tiny_params(**train) -> Params:
-    p = Params()
-    p.model.base_width, p.model.depth = 4, 2
-    p.preprocess.image_size = 32
-    p.train.epochs, p.train.batch_size, p.train.lr = 2, 4, 0.01
-    p.split.n_folds, p.split.test_fraction = 2, 0.25
-    p.num_threads = 1
-    for k, v in train.items():
-        setattr(p.train, k, v)
-    return p
-
-
-@pytest.fixture(scope="module")
-def tiny_processed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    phantom.generate(root / "raw", n_patients=4, seed=5, matrix=128, slices_per_patient=(1, 2), progress=False)
-    data = DataConfig(label_map=phantom.PHANTOM_LABEL_MAP)
-    cases = list(iter_manifest(read_manifest(root / "raw" / "manifest.csv"), data))
-    export_processed(cases, root / "proc", PreprocessConfig(image_size=32), read_clinical(root / "raw" / "clinical.csv"))
-    return root
-
-
 def test_training_is_deterministic(tiny_processed):
     man = read_processed_manifest(tiny_processed / "proc")
     from l3seg_lib.dataset import load_slices
     x, y = load_slices(tiny_processed / "proc", man)
-    p = _tiny_params()
+    p = tiny_params()
     runs = [train_model(x[:3], y[:3], x[3:], y[3:], p.model, p.train, seed=7, device=torch.device("cpu"),
                         progress=False) for _ in range(2)]
     for k in runs[0].state_dict:
@@ -115,7 +92,7 @@ def test_training_is_deterministic(tiny_processed):
 def test_tiny_cross_validation_and_predict(tiny_processed, tmp_path):
     proc = tiny_processed / "proc"
     man = read_processed_manifest(proc)
-    p = _tiny_params(early_stopping_patience=1)
+    p = tiny_params(early_stopping_patience=1)
     split = make_splits(man, p.split, p.seed)
     res = cross_validate(proc, man, split, p, out_dir=tmp_path / "cv", progress=False)
     assert list(res.folds["fold"]) == [0, 1]

@@ -1,0 +1,102 @@
+"""Batch measurement over a folder: table with units, errors table, references, HTML pages."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import body_phantom, write_dicom
+from l3seg_lib import phantom
+from l3seg_lib.config import CompositionConfig
+from l3seg_lib.io import read_dicom, read_dicom_series
+from l3seg_lib.labels import read_label_file, remap_labels
+from l3seg_lib.measure import discover_inputs, measure_folder
+
+
+@pytest.fixture
+def batch_folder(tiny_processed, tmp_path):
+    raw = tiny_processed / "raw"
+    folder = tmp_path / "in"
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    patients = sorted(p.name for p in (raw / "dicom").iterdir())
+    for pid in patients[:2]:  # two series folders with NIfTI references (phantom labels)
+        shutil.copytree(raw / "dicom" / pid, folder / pid)
+        shutil.copy(raw / "masks" / f"{pid}.nii.gz", refs / f"{pid}.nii.gz")
+    # one loose DICOM file with a Slice-O-Matic reference in the stored pixel order
+    loose = sorted((raw / "dicom" / patients[2]).glob("*.dcm"))[0]
+    shutil.copy(loose, folder / "loose.dcm")
+    img = read_dicom(folder / "loose.dcm")
+    labels = remap_labels(read_label_file(raw / "masks" / f"{patients[2]}.nii.gz")[0], phantom.PHANTOM_LABEL_MAP, "x")
+    tags = np.choose(labels, [0, 1, 7, 5]).astype(np.uint8)  # classes -> Slice-O-Matic tags
+    assert img.stored_transform is not None
+    header = f"x:{tags.shape[1]} y:{tags.shape[0]} z:1 type:BYTE".encode()
+    stored = tags[:, ::-1] if img.stored_transform[0, 1] < 0 else tags
+    (refs / "loose.dcm.tag").write_bytes(header + b"\x0c" + stored.tobytes())
+    # bad inputs
+    (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    hu, _ = body_phantom(64, 64)
+    write_dicom(folder / "mr.dcm", hu, Modality="MR")
+    (folder / "notes.txt").write_text("ignored")
+    return folder, refs, patients
+
+
+def test_discover_inputs(batch_folder):
+    folder, _, patients = batch_folder
+    names = sorted(i.path.name for i in discover_inputs(folder))
+    assert names == sorted([*patients[:2], "broken.dcm", "loose.dcm", "mr.dcm"])
+
+
+def test_measure_folder_end_to_end(batch_folder, tiny_model, tmp_path):
+    folder, refs, patients = batch_folder
+    clinical = tmp_path / "clinical.csv"
+    pd.DataFrame([{"patient_id": patients[0], "sex": "F", "height_m": 1.6, "weight_kg": 70}]).to_csv(clinical, index=False)
+    res = measure_folder(folder, tiny_model, tmp_path / "out", CompositionConfig(), clinical_csv=clinical,
+                         reference_dir=refs, reference_labels=None, progress=False)
+    t = res.measurements
+    assert set(t["patient_id"]) == set(patients[:3])
+    for col in ("sma_cm2", "sma_refined_cm2", "sat_cm2", "vat_cm2", "imat_cm2", "smi_cm2_m2", "bmi_kg_m2",
+                "muscle_refined_hu_mean", "pixel_spacing_row_mm", "sarcopenia", "sarcopenia_reason", "cutoff_set"):
+        assert col in t.columns
+    first = t[t["patient_id"] == patients[0]].iloc[0]
+    assert first["sex"] == "F" and first["height_m"] == 1.6  # from the CSV, overriding DICOM
+    assert first["smi_cm2_m2"] == pytest.approx(first["sma_refined_cm2"] / 1.6**2, abs=0.01)
+    # the errors table names the two bad files and the batch went on
+    errors = dict(zip(res.errors["source"].map(lambda s: s.rsplit("/", 1)[-1]), res.errors["error"]))
+    assert "wrong modality 'MR'" in errors["mr.dcm"]
+    assert "broken.dcm" in errors and len(res.errors) == 2 + 2  # + 2 series refs need the phantom label map
+    out = tmp_path / "out"
+    assert (out / "measurements.csv").is_file() and (out / "errors.csv").is_file()
+    html = (out / "patients" / f"{patients[0]}.html").read_text()
+    assert "Skeletal muscle index" in html and "cm²/m²" in html and "Martin L" in html and "data:image/png;base64" in html
+    index = (out / "index.html").read_text()
+    assert "could not be measured" in index and "mr.dcm" in index
+    # the .tag reference was read (identity map would fail on tag values 5/7)
+    assert len(res.validation) == 1 and res.validation.iloc[0]["source"].endswith("loose.dcm")
+
+
+def test_measure_with_reference_label_map(batch_folder, tiny_model, tmp_path):
+    folder, refs, patients = batch_folder
+    (refs / "loose.dcm.tag").unlink()
+    res = measure_folder(folder, tiny_model, tmp_path / "out", reference_dir=refs,
+                         reference_labels=phantom.PHANTOM_LABEL_MAP, progress=False)
+    assert set(res.validation["patient_id"]) == set(patients[:2])
+    assert list(res.agreement["tissue"]) == ["muscle", "sat", "vat"]
+    assert {"bias", "loa_low", "loa_high", "n"} <= set(res.agreement.columns)
+    assert any("no reference mask" in e for e in res.errors["error"])
+    assert "Agreement with the reference masks" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_long_volume_needs_slice_index(tmp_path, tiny_model):
+    hu, _ = body_phantom(64, 64)
+    for z in range(7):
+        write_dicom(tmp_path / "in" / "series" / f"{z}.dcm", hu, position=(0, 0, 3.0 * z), series_uid="1.2.3")
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", progress=False)
+    assert "7 slices: list the L3 slice" in res.errors.iloc[0]["error"]
+    pd.DataFrame([{"image": "series", "slice_index": 3, "patient_id": "S1"}]).to_csv(tmp_path / "in" / "manifest.csv", index=False)
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", progress=False)
+    assert res.measurements["slice_index"].tolist() == [3] and res.measurements["patient_id"].tolist() == ["S1"]
+    assert read_dicom_series(tmp_path / "in" / "series").n_slices == 7
