@@ -1,0 +1,126 @@
+"""Bayesian optimisation: objective wiring, resume logic, params round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_params
+from l3seg_lib import train as train_module
+from l3seg_lib.config import Params, load_params
+from l3seg_lib.dataset import make_splits
+from l3seg_lib.evaluate import paired_comparison
+from l3seg_lib.optimize import (
+    ResumeError,
+    apply_point,
+    cv_objective,
+    read_trials,
+    run_search,
+)
+from l3seg_lib.preprocess import read_processed_manifest
+
+
+def _search_params(n_trials=6, init_points=2) -> Params:
+    p = Params()
+    p.optimize.n_trials, p.optimize.init_points = n_trials, init_points
+    p.optimize.bounds = {"w_muscle": (0.5, 5.0), "w_sat": (0.5, 5.0), "data_ratio": (0.0, 3.0), "log10_lr": (-3.5, -2.0)}
+    return p
+
+
+def cheap_objective(params, point):
+    """A smooth function with its maximum at w_sat = 3, data_ratio = 1."""
+    p = apply_point(params, point)
+    value = 1.0 - 0.05 * (p.train.class_weights[2] - 3.0) ** 2 - 0.02 * (p.train.data_ratio - 1.0) ** 2
+    return {"target": value, "dice_muscle": value, "dice_sat": value, "dice_vat": value}
+
+
+def test_apply_point_maps_search_space():
+    p = apply_point(Params(), {"w_muscle": 2.0, "w_sat": 3.0, "w_vat": 1.5, "data_ratio": 2.5, "log10_lr": -3.0})
+    assert p.train.class_weights == (1.0, 2.0, 3.0, 1.5)  # background fixed at 1
+    assert p.train.data_ratio == 2.5 and p.train.lr == pytest.approx(1e-3)
+    assert Params().train.class_weights == (1.0, 1.0, 1.0, 1.0)  # input untouched
+
+
+def test_search_improves_and_writes_best_params(tmp_path):
+    res = run_search(_search_params(10, 3), cheap_objective, tmp_path, progress=False)
+    assert len(res.trials) == 10
+    assert res.best_target == res.trials["target"].max()
+    assert list(res.trials["kind"][:3]) == ["random"] * 3 and res.trials["kind"].iloc[-1] == "bayes"
+    assert res.trials["best_so_far"].is_monotonic_increasing
+    best = load_params(res.best_params_path)  # usable directly as a params file for training
+    assert best.train.class_weights[2] == pytest.approx(res.best_point["w_sat"])
+    assert best.train.lr == pytest.approx(10 ** res.best_point["log10_lr"])
+    assert best.train.epochs == Params().train.epochs  # full training, not the budget
+
+
+def test_resume_gives_the_same_trials_without_repeating(tmp_path):
+    full = run_search(_search_params(), cheap_objective, tmp_path / "a", progress=False)
+    calls = []
+
+    def counting(params, point):
+        calls.append(point)
+        return cheap_objective(params, point)
+
+    part = run_search(_search_params(), counting, tmp_path / "b", progress=False, max_new_trials=3)
+    assert len(part.trials) == 3 and len(calls) == 3
+    # an interrupted write leaves a torn last line: it is ignored and that trial rerun
+    with open(tmp_path / "b" / "trials.jsonl", "a") as f:
+        f.write('{"trial": 3, "par')
+    resumed = run_search(_search_params(), counting, tmp_path / "b", progress=False)
+    assert len(calls) == 6  # 3 new trials, none repeated
+    pd.testing.assert_frame_equal(full.trials.drop(columns="seconds"), resumed.trials.drop(columns="seconds"))
+
+
+def test_resume_refuses_a_log_of_another_search(tmp_path):
+    run_search(_search_params(), cheap_objective, tmp_path, progress=False, max_new_trials=2)
+    other = _search_params()
+    other.optimize.bounds["w_sat"] = (1.0, 2.0)
+    with pytest.raises(ResumeError, match="other optimisation settings"):
+        run_search(other, cheap_objective, tmp_path, progress=False)
+    lines = (tmp_path / "trials.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["params"]["w_sat"] += 0.5
+    (tmp_path / "trials.jsonl").write_text(lines[0] + "\n" + json.dumps(rec) + "\n")
+    with pytest.raises(ResumeError, match="does not match the replayed suggestion"):
+        run_search(_search_params(), cheap_objective, tmp_path, progress=False)
+    assert len(read_trials(tmp_path / "trials.jsonl")) == 2
+
+
+def test_cv_objective_uses_dev_folds_only(tiny_processed, monkeypatch):
+    proc = tiny_processed / "proc"
+    man = read_processed_manifest(proc)
+    p = tiny_params()
+    p.optimize.budget.epochs, p.optimize.budget.image_size, p.optimize.budget.folds = 1, 16, [0]
+    split = make_splits(man, p.split, p.seed)
+    seen = []
+    real = train_module.load_slices
+
+    def spy(processed_dir, rows, image_size=None):
+        seen.extend(rows["patient_id"])
+        x, y = real(processed_dir, rows, image_size)
+        assert x.shape[-1] == 16
+        return x, y
+
+    monkeypatch.setattr(train_module, "load_slices", spy)
+    out = cv_objective(proc, man, split)(p, {"w_sat": 2.0, "data_ratio": 0.5, "log10_lr": -2.5})
+    assert 0.0 <= out["target"] <= 1.0 and {"dice_muscle", "dice_sat", "dice_vat"} <= set(out)
+    test_ids = set(split.loc[split["set"] == "test", "patient_id"])
+    assert seen and not set(seen) & test_ids
+
+
+def test_paired_comparison():
+    rng = np.random.default_rng(0)
+    base = pd.DataFrame({"patient_id": [f"p{i}" for i in range(8)],
+                         **{f"dice_{t}": rng.uniform(0.8, 0.9, 8) for t in ("muscle", "sat", "vat")}})
+    base["dice_mean_fg"] = base[["dice_muscle", "dice_sat", "dice_vat"]].mean(axis=1)
+    better = base.copy()
+    better[["dice_muscle", "dice_mean_fg"]] += 0.05
+    table = paired_comparison(base, better)
+    assert table.loc["muscle", "difference"] == pytest.approx(0.05)
+    assert table.loc["muscle", "wilcoxon p"] < 0.01
+    assert table.loc["sat", "wilcoxon p"] == 1.0 and table.loc["sat", "better / worse / equal"] == "0 / 0 / 8"
+    with pytest.raises(ValueError, match="different patients"):
+        paired_comparison(base, better.iloc[:5])
