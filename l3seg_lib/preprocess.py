@@ -137,7 +137,7 @@ def export_processed(
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     rows = []
     seen: set[str] = set()
-    for case in tqdm(cases, total=total, desc="preprocess", unit="slice"):
+    for case in tqdm(cases, total=total, desc="preprocess", unit="slice", mininterval=2.0):
         img = case.image
         geom = make_geometry(img.hu.shape, img.spacing_mm, cfg.image_size, cfg.pad_to_square)
         case_id = f"{img.patient_id}__{img.slice_id}"

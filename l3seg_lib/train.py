@@ -82,12 +82,16 @@ class TrainResult:
 def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: np.ndarray | None,
                 val_masks: np.ndarray | None, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
                 device: torch.device, log_path: str | Path | None = None, desc: str = "train",
-                progress: bool = True) -> TrainResult:
-    """Train one U-Net. With validation data, keep the epoch with the best mean foreground
-    Dice and stop after ``early_stopping_patience`` epochs without improvement."""
+                progress: bool = True, init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    """Train one U-Net (from ``init_state`` when given, e.g. to fine-tune). With validation data,
+    keep the epoch with the best mean foreground Dice and stop after
+    ``early_stopping_patience`` epochs without improvement."""
     seed_everything(seed)
     size = int(train_images.shape[-1])
-    model = build_model(model_cfg).to(device)
+    model = build_model(model_cfg)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
     augment = build_augmentation(train_cfg.augment, size, seed)
     dataset = SliceDataset(train_images, train_masks, augment, train_cfg.data_ratio)
     loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=True,
@@ -101,7 +105,7 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
     best = (-1.0, 0, copy.deepcopy(model.state_dict()), {}, None)
     since_best = 0
     t0 = time.perf_counter()
-    bar = tqdm(range(1, train_cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(1, train_cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress, mininterval=2.0, leave=False)
     for epoch in bar:
         te = time.perf_counter()
         model.train()
@@ -232,7 +236,7 @@ def cross_validate(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.
     out = Path(out_dir) if out_dir is not None else None
     size = image_size or params.preprocess.image_size
     fold_rows, slice_rows, states = [], [], []
-    for k in tqdm(folds, desc=f"{label}: folds", unit="fold", disable=not progress):
+    for k in tqdm(folds, desc=f"{label}: folds", unit="fold", disable=not progress, mininterval=2.0):
         train_rows, val_rows = fold_members(manifest, split, k)
         overlap = set(train_rows["patient_id"]) & set(val_rows["patient_id"])
         if overlap:

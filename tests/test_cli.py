@@ -1,0 +1,36 @@
+"""The l3seg command line: generate, predict, measure, and clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from helpers import body_phantom, write_dicom
+from l3seg_lib.cli import main
+
+
+def test_generate_predict_measure(tmp_path, tiny_model, capsys):
+    assert main(["generate", str(tmp_path / "data"), "--patients", "2", "--matrix", "128", "--max-slices", "1"]) == 0
+    patients = sorted(p.name for p in (tmp_path / "data" / "dicom").iterdir())
+    assert len(patients) == 2
+    series = tmp_path / "data" / "dicom" / patients[0]
+    assert main(["predict", str(series), "--model", str(tiny_model), "--out", str(tmp_path / "pred")]) == 0
+    areas = pd.read_csv(tmp_path / "pred" / "areas.csv")
+    assert list(areas["patient_id"]) == [patients[0]] and areas["seconds"].iloc[0] > 0
+    assert main(["measure", str(tmp_path / "data" / "dicom"), "--model", str(tiny_model), "--out", str(tmp_path / "m"),
+                 "--cutoffs", "fearon2011"]) == 0
+    table = pd.read_csv(tmp_path / "m" / "measurements.csv")
+    assert set(table["patient_id"]) == set(patients) and set(table["cutoff_set"]) == {"fearon2011"}
+    assert "2 slice(s) measured" in capsys.readouterr().out
+
+
+def test_bad_input_gives_a_message_not_a_traceback(tmp_path, tiny_model, capsys):
+    hu, _ = body_phantom(64, 64)
+    bad = write_dicom(tmp_path / "nospacing.dcm", hu, drop=("PixelSpacing",))
+    assert main(["predict", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nospacing.dcm: missing PixelSpacing" in err and "Traceback" not in err
+    assert main(["predict", str(bad), "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    (tmp_path / "p.yaml").write_text("train:\n  epochz: 1\n")
+    assert main(["run", "--params", str(tmp_path / "p.yaml")]) == 2
+    assert "unknown key(s) epochz" in capsys.readouterr().err
