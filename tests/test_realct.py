@@ -1,0 +1,71 @@
+"""The real example CT in ../shared/data: loaders on the real files and the transfer check.
+
+Skipped with a message when ../shared/data is absent; run in CI where it is present.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from l3seg_lib.io import read_dicom, read_dicom_series, read_nifti
+from l3seg_lib.realct import block_folds, l3_slices, load_tissue_crop, run_realct
+
+
+def test_nifti_and_binary_tissue_masks_combine(shared_data):
+    volume, labels = load_tissue_crop(shared_data)
+    assert volume.hu.shape == labels.shape == (30, 101, 122)
+    assert volume.spacing_mm == pytest.approx((3.0, 3.0, 3.0))
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    # tissue HU in the reference masks are physiological: muscle soft tissue, fat negative
+    assert 0 < np.median(volume.hu[labels == 1]) < 80
+    assert -130 < np.median(volume.hu[labels == 2]) < -60
+    assert -130 < np.median(volume.hu[labels == 3]) < -40
+    # canonical orientation: anterior at the top, so the spine (bone) sits in the lower half
+    bone = volume.hu[15] > 300
+    rows = np.nonzero(bone)[0]
+    assert rows.mean() > volume.hu.shape[1] / 2
+
+
+def test_l3_middle_slice_is_72(shared_data):
+    full, middle, indices = l3_slices(shared_data, margin=2)
+    assert full.hu.shape == (112, 101, 122)
+    assert middle == 72 and indices == [70, 71, 72, 73, 74]
+
+
+def test_compressed_dicom_series_hu(shared_data):
+    folder = shared_data / "dicom_series"
+    first = sorted(folder.iterdir())[0]
+    assert pydicom.dcmread(first, stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    series = read_dicom_series(folder)
+    assert series.hu.shape == (20, 512, 512)
+    assert series.spacing_mm == pytest.approx((2.0, 0.9765625, 0.9765625))
+    assert np.all(np.diff(series.slice_locations_mm) > 0)  # inferior to superior
+    assert np.percentile(series.hu, 1) == pytest.approx(-1024, abs=30)  # air
+    body = series.hu[10][series.hu[10] > -500]
+    fat = body[(body > -200) & (body < -30)]
+    assert -120 < np.median(fat) < -70  # fat peak where fat belongs, so the intercept was applied
+    single = read_dicom(first)
+    assert single.meta["weight_kg"] == 79.0 and "height_m" not in single.meta
+
+
+def test_block_folds_keep_a_buffer():
+    folds = block_folds(30, 3, buffer=1)
+    assert [t for _, t in folds] == [list(range(0, 10)), list(range(10, 20)), list(range(20, 30))]
+    train, test = folds[1]
+    assert 9 not in train and 20 not in train and 8 in train and 21 in train
+    assert not set(train) & set(test)
+
+
+@pytest.mark.slow
+def test_run_realct_with_a_tiny_model(shared_data, tiny_model, tmp_path):
+    summary = run_realct(shared_data, tiny_model, tmp_path, finetune_epochs=1, device="cpu", docs_dir=tmp_path / "docs")
+    assert summary["l3_slice"] == 72 and summary["crop_slices"] == 30
+    assert set(summary["transfer"]) == {"model as trained (ensemble)", "model as trained (member 0)",
+                                        "member 0 fine-tuned on other blocks"}
+    assert (tmp_path / "figures" / "l3_overlay.png").is_file() and (tmp_path / "docs" / "realct_l3_overlay.png").is_file()
+    assert json.loads((tmp_path / "summary.json").read_text())["dicom_series"]["slices"] == 20
+    assert read_nifti(shared_data / "example_ct.nii.gz").n_slices == 112
