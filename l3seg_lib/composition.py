@@ -120,7 +120,7 @@ def _missing(**values: Any) -> list[str]:
 
 
 def sarcopenia_martin2013(smi: float | None, sex: str | None, bmi: float | None) -> Verdict:
-    """Martin 2013: SMI < 43 cm2/m2 (men, BMI < 25), < 53 (men, BMI >= 25), < 41 (women)."""
+    """Martin 2013: SMI < 43 cm²/m² (men, BMI < 25), < 53 (men, BMI >= 25), < 41 (women)."""
     miss = _missing(SMI=smi, sex=sex) + (_missing(BMI=bmi) if sex == "M" else [])
     if miss:
         return Verdict(None, f"{', '.join(miss)} missing")
@@ -128,30 +128,30 @@ def sarcopenia_martin2013(smi: float | None, sex: str | None, bmi: float | None)
         cut, group = 41.0, "women"
     else:
         cut, group = (43.0, "men, BMI < 25") if bmi < 25 else (53.0, "men, BMI >= 25")
-    return Verdict(smi < cut, f"SMI {smi:.1f} {'<' if smi < cut else '>='} {cut:g} cm2/m2 ({group}; Martin 2013)")
+    return Verdict(smi < cut, f"SMI {smi:.1f} {'<' if smi < cut else '>='} {cut:g} cm²/m² ({group}; Martin 2013)")
 
 
 def sarcopenia_fearon2011(smi: float | None, sex: str | None, bmi: float | None = None) -> Verdict:
-    """Fearon 2011 consensus: SMI < 55 cm2/m2 (men), < 39 (women)."""
+    """Fearon 2011 consensus: SMI < 55 cm²/m² (men), < 39 (women)."""
     miss = _missing(SMI=smi, sex=sex)
     if miss:
         return Verdict(None, f"{', '.join(miss)} missing")
     cut = 55.0 if sex == "M" else 39.0
     group = "men" if sex == "M" else "women"
-    return Verdict(smi < cut, f"SMI {smi:.1f} {'<' if smi < cut else '>='} {cut:g} cm2/m2 ({group}; Fearon 2011)")
+    return Verdict(smi < cut, f"SMI {smi:.1f} {'<' if smi < cut else '>='} {cut:g} cm²/m² ({group}; Fearon 2011)")
 
 
 def sarcopenic_obesity_prado2008(smi: float | None, sex: str | None, bmi: float | None) -> Verdict:
-    """Prado 2008: BMI >= 30 and SMI < 52.4 cm2/m2 (men) or < 38.5 (women)."""
+    """Prado 2008: BMI >= 30 and SMI < 52.4 cm²/m² (men) or < 38.5 (women)."""
     miss = _missing(SMI=smi, sex=sex, BMI=bmi)
     if miss:
         return Verdict(None, f"{', '.join(miss)} missing")
     cut = 52.4 if sex == "M" else 38.5
     group = "men" if sex == "M" else "women"
     if bmi < 30:
-        return Verdict(False, f"BMI {bmi:.1f} < 30 kg/m2, not obese (Prado 2008)")
+        return Verdict(False, f"BMI {bmi:.1f} < 30 kg/m², not obese (Prado 2008)")
     low = smi < cut
-    return Verdict(low, f"BMI {bmi:.1f} >= 30 and SMI {smi:.1f} {'<' if low else '>='} {cut:g} cm2/m2 ({group}; Prado 2008)")
+    return Verdict(low, f"BMI {bmi:.1f} >= 30 and SMI {smi:.1f} {'<' if low else '>='} {cut:g} cm²/m² ({group}; Prado 2008)")
 
 
 def myosteatosis_martin2013(muscle_hu: float | None, bmi: float | None) -> Verdict:
@@ -169,7 +169,7 @@ def visceral_obesity_100(vat_cm2: float | None) -> Verdict:
     if _missing(VAT=vat_cm2):
         return Verdict(None, "VAT area missing")
     high = vat_cm2 >= 100.0
-    return Verdict(high, f"VAT {vat_cm2:.1f} cm2 {'>=' if high else '<'} 100 cm2 (JASSO 2002)")
+    return Verdict(high, f"VAT {vat_cm2:.1f} cm² {'>=' if high else '<'} 100 cm² (JASSO 2002)")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ CUTOFF_SETS = {
     "martin2013": CutoffSet(
         "martin2013",
         "Sarcopenia and myosteatosis: Martin 2013 (sex- and BMI-specific); sarcopenic obesity: Prado 2008; "
-        "visceral obesity: VAT >= 100 cm2 (JASSO 2002). Areas and density by the Alberta protocol "
+        "visceral obesity: VAT >= 100 cm² (JASSO 2002). Areas and density by the Alberta protocol "
         "(Mourtzakis 2008) HU ranges.",
         sarcopenia_martin2013, sarcopenic_obesity_prado2008, myosteatosis_martin2013, visceral_obesity_100,
         ("martin2013", "prado2008", "jasso2002", "mourtzakis2008"),
@@ -198,7 +198,7 @@ CUTOFF_SETS = {
     "fearon2011": CutoffSet(
         "fearon2011",
         "Sarcopenia: Fearon 2011 international consensus (SMI < 55 men, < 39 women); sarcopenic obesity: "
-        "Prado 2008; myosteatosis: Martin 2013; visceral obesity: VAT >= 100 cm2 (JASSO 2002).",
+        "Prado 2008; myosteatosis: Martin 2013; visceral obesity: VAT >= 100 cm² (JASSO 2002).",
         sarcopenia_fearon2011, sarcopenic_obesity_prado2008, myosteatosis_martin2013, visceral_obesity_100,
         ("fearon2011", "prado2008", "martin2013", "jasso2002", "mourtzakis2008"),
     ),

@@ -476,23 +476,12 @@ def read_nifti(path: str | Path, check_hu: bool = True) -> CTVolume:
 
 
 def write_nifti_labels(labels: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    """Write canonical labels ((rows, cols) or (z, rows, cols)) as a uint8 NIfTI file."""
+    """Write labels shaped (rows, cols) or (z, rows, cols) as a uint8 NIfTI file; ``affine``
+    maps (col, row, z) voxel indices to RAS mm (as ``CTImage.affine`` does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = labels[None] if labels.ndim == 2 else labels
     img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
-    return path
-
-
-def write_nifti_image(hu: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    """Write canonical HU ((rows, cols) or (z, rows, cols)) as an int16 NIfTI file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = hu[None] if hu.ndim == 2 else hu
-    img = nib.Nifti1Image(np.round(arr.transpose(2, 1, 0)).astype(np.int16), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     nib.save(img, str(path))

@@ -80,7 +80,8 @@ def summary_table(df: pd.DataFrame, metrics: tuple[str, ...] = ("dice", "iou", "
             else:
                 vals = df[f"{metric}_{name}"]
             vals = vals.dropna()
-            key = {"area_err": "area error (cm2)", "area_abs_err": "|area error| (%)"}.get(metric, metric)
+            key = {"dice": "Dice", "iou": "IoU", "area_err": "area error (cm²)",
+                   "area_abs_err": "|area error| (%)"}.get(metric, metric)
             row[f"{key} mean"] = vals.mean()
             row[f"{key} sd"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
         row["n"] = int(df[f"dice_{name}"].notna().sum())

@@ -31,9 +31,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-import nibabel as nib
-
-from .io import dicom_affine
+from .io import dicom_affine, write_nifti_labels
 from .labels import LabelDescription, write_itksnap_labels
 
 # anatomical source labels written to the masks (ITK-SNAP style)
@@ -556,14 +554,8 @@ def generate(out_dir: str | Path, n_patients: int = 60, seed: int = 0, matrix: i
                 first = (row_cos, col_cos, pos, info["spacing_mm"])
         row_cos, col_cos, pos, s = first
         affine = dicom_affine(row_cos, col_cos, pos, (s, s), np.cross(row_cos, col_cos) * SLICE_GAP_MM)
-        # stored (col, row, slice) order, like the DICOM series, so NIfTI tools overlay it
-        stored = np.stack(labels)  # (slice, row, col) in stored pixel order
-        img = nib.Nifti1Image(np.ascontiguousarray(stored.transpose(2, 1, 0)), affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        mask_path = out / "masks" / f"{spec.patient_id}.nii.gz"
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(img, str(mask_path))
+        # in the DICOM's stored pixel order with its geometry, as ITK-SNAP saves a segmentation
+        write_nifti_labels(np.stack(labels), affine, out / "masks" / f"{spec.patient_id}.nii.gz")
         manifest.append({"image": f"dicom/{spec.patient_id}", "mask": f"masks/{spec.patient_id}.nii.gz",
                          "patient_id": spec.patient_id})
         d = asdict(spec)

@@ -68,7 +68,7 @@ def test_runner_writes_run_folder_and_report(tmp_path):
     assert all(f"{n}.html" in index for n in NOTEBOOKS)
     html = (report / "04_evaluate.html").read_text()
     assert "Segmentation quality per tissue" in html
-    assert "skeletal muscle" in html and "dice mean" in html  # the Dice table
+    assert "skeletal muscle" in html and "Dice mean" in html  # the Dice table
     assert "evaluate_cases(" not in html and "import pandas" not in html  # code hidden
     assert "data:image/png;base64" in (report / "05_visualize.html").read_text()
     assert any("[05_visualize] done" in line for line in logs)
