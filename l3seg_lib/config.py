@@ -147,6 +147,9 @@ class OptimizeConfig:
         }
     )
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    include_baseline: bool = True
+    """Make trial 0 the baseline setting (train.class_weights, data_ratio, lr) under the same
+    budget, so the trace shows what the search gains over it."""
     compare: bool = True
     """Retrain baseline and optimised settings with the same seeds and compare on test patients."""
 

@@ -6,7 +6,8 @@ study) and log10 of the learning rate. Objective: mean foreground Dice over the 
 validation slices of the dev patients (the held-out test patients are never touched), with the
 cheaper training of ``optimize.budget``.
 
-Trials are appended to ``trials.jsonl`` as they finish. A rerun replays the logged trials
+Trial 0 is the baseline setting itself (``optimize.include_baseline``), scored under the same
+budget. Trials are appended to ``trials.jsonl`` as they finish. A rerun replays the logged trials
 through a fresh optimiser with the same seed - which reproduces the same suggestions - and then
 continues, so an interrupted search resumes without repeating finished trials and ends exactly
 where an uninterrupted one would.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -54,6 +56,16 @@ def apply_point(params: Params, point: dict[str, float]) -> Params:
     return p
 
 
+def baseline_point(params: Params) -> dict[str, float] | None:
+    """The params' own setting as a search point, or None when it lies outside the bounds."""
+    w = params.train.class_weights
+    values = {"w_muscle": w[1], "w_sat": w[2], "w_vat": w[3], "data_ratio": params.train.data_ratio,
+              "log10_lr": math.log10(params.train.lr)}
+    point = {k: float(values[k]) for k in params.optimize.bounds}
+    inside = all(lo <= point[k] <= hi for k, (lo, hi) in params.optimize.bounds.items())
+    return point if inside else None
+
+
 def budget_params(params: Params) -> Params:
     """Params for one optimisation trial: fewer epochs (and folds / image size, see budget)."""
     p = copy.deepcopy(params)
@@ -66,7 +78,8 @@ def search_signature(params: Params) -> dict[str, Any]:
     """What must match for a trial log to be resumed."""
     o = params.optimize
     return {"bounds": {k: list(v) for k, v in sorted(o.bounds.items())}, "seed": params.seed,
-            "init_points": o.init_points, "acquisition": o.acquisition,
+            "init_points": o.init_points, "acquisition": o.acquisition, "include_baseline": o.include_baseline,
+            "baseline": baseline_point(params) if o.include_baseline else None,
             "budget": {"epochs": o.budget.epochs, "image_size": o.budget.image_size, "folds": o.budget.folds},
             "model": params.to_dict()["model"], "base_train": {k: v for k, v in params.to_dict()["train"].items()
                                                               if k not in ("class_weights", "data_ratio", "lr")}}
@@ -157,10 +170,17 @@ def run_search(params: Params, objective: Objective, out_dir: str | Path, progre
 
     opt = make_optimizer(params)
     o = params.optimize
+    base = baseline_point(params) if o.include_baseline else None
+    first_random = 1 if base is not None else 0
     new = 0
     bar = tqdm(range(o.n_trials), desc="optimise", unit="trial", disable=not progress, mininterval=2.0)
     for t in bar:
-        point = opt.random_sample(1)[0] if t < o.init_points or len(opt.space) == 0 else opt.suggest()
+        if t == 0 and base is not None:
+            point, kind = dict(base), "baseline"
+        elif t < first_random + o.init_points or len(opt.space) == 0:
+            point, kind = opt.random_sample(1)[0], "random"
+        else:
+            point, kind = opt.suggest(), "bayes"
         point = {k: float(v) for k, v in point.items()}
         if t < len(done):
             rec = done[t]
@@ -176,7 +196,7 @@ def run_search(params: Params, objective: Objective, out_dir: str | Path, progre
         result = objective(params, point)
         rec = {"trial": t, "params": point, "target": float(result["target"]),
                **{k: v for k, v in result.items() if k != "target"},
-               "kind": "random" if t < o.init_points else "bayes", "seconds": time.perf_counter() - t0}
+               "kind": kind, "seconds": time.perf_counter() - t0}
         append_trial(log, rec)
         done.append(rec)
         opt.register(point, rec["target"])

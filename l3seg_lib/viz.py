@@ -217,8 +217,9 @@ def confusion_heatmap(cm: np.ndarray) -> plt.Figure:
 def optimisation_trace(trials: pd.DataFrame) -> plt.Figure:
     """Objective of each trial and the best so far."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    colours = trials["kind"].map({"random": "#999999", "bayes": "#1f77b4"})
-    ax.scatter(trials["trial"], trials["target"], c=colours, zorder=3, label="trial (grey random, blue GP)")
+    colours = trials["kind"].map({"baseline": "#d62728", "random": "#999999", "bayes": "#1f77b4"})
+    ax.scatter(trials["trial"], trials["target"], c=colours, zorder=3,
+               label="trial (red baseline setting, grey random, blue GP-suggested)")
     ax.plot(trials["trial"], trials["best_so_far"], "k-", lw=1.2, label="best so far")
     ax.set(xlabel="trial", ylabel="mean foreground Dice (validation folds)", title="Optimisation trace")
     ax.legend(fontsize=8)
@@ -231,7 +232,12 @@ def search_space(trials: pd.DataFrame, names: list[str]) -> plt.Figure:
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True, squeeze=False)
     for ax, name in zip(axes[0], names):
         sc = ax.scatter(trials[name], trials["target"], c=trials["trial"], cmap="viridis", edgecolor="k", lw=0.3)
+        base = trials[trials["kind"] == "baseline"]
+        ax.scatter(base[name], base["target"], s=120, facecolor="none", edgecolor="#d62728", lw=1.5,
+                   label="baseline setting")
         ax.set_xlabel(name)
     axes[0, 0].set_ylabel("mean foreground Dice")
+    if (trials["kind"] == "baseline").any():
+        axes[0, 0].legend(fontsize=7)
     fig.colorbar(sc, ax=axes[0].tolist(), label="trial", shrink=0.8)
     return fig

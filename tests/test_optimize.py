@@ -48,7 +48,10 @@ def test_search_improves_and_writes_best_params(tmp_path):
     res = run_search(_search_params(10, 3), cheap_objective, tmp_path, progress=False)
     assert len(res.trials) == 10
     assert res.best_target == res.trials["target"].max()
-    assert list(res.trials["kind"][:3]) == ["random"] * 3 and res.trials["kind"].iloc[-1] == "bayes"
+    assert list(res.trials["kind"][:4]) == ["baseline"] + ["random"] * 3 and res.trials["kind"].iloc[-1] == "bayes"
+    base = res.trials.iloc[0]  # trial 0 is the params' own setting under the same budget
+    assert (base["w_muscle"], base["w_sat"], base["data_ratio"]) == (1.0, 1.0, Params().train.data_ratio)
+    assert base["log10_lr"] == pytest.approx(np.log10(Params().train.lr))
     assert res.trials["best_so_far"].is_monotonic_increasing
     best = load_params(res.best_params_path)  # usable directly as a params file for training
     assert best.train.class_weights[2] == pytest.approx(res.best_point["w_sat"])
@@ -124,3 +127,10 @@ def test_paired_comparison():
     assert table.loc["sat", "wilcoxon p"] == 1.0 and table.loc["sat", "better / worse / equal"] == "0 / 0 / 8"
     with pytest.raises(ValueError, match="different patients"):
         paired_comparison(base, better.iloc[:5])
+
+
+def test_baseline_outside_bounds_is_not_a_trial(tmp_path):
+    p = _search_params(4, 1)
+    p.optimize.bounds["w_sat"] = (2.0, 5.0)  # baseline weight 1 lies outside
+    res = run_search(p, cheap_objective, tmp_path, progress=False)
+    assert "baseline" not in set(res.trials["kind"]) and res.trials["kind"].iloc[0] == "random"
