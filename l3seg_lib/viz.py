@@ -75,7 +75,7 @@ def crop_to_body(hu: np.ndarray, *others: np.ndarray, margin: int = 8, threshold
 
 
 def comparison_figure(hu: np.ndarray, true: np.ndarray | None, pred: np.ndarray, title: str = "",
-                      figsize: tuple[float, float] = (12, 4)) -> plt.Figure:
+                      width: float = 12.0) -> plt.Figure:
     """CT | reference overlay | predicted overlay | error map (reference panels when given)."""
     arrays = crop_to_body(hu, pred, *( [true] if true is not None else []))
     hu_c, pred_c = arrays[0], arrays[1]
@@ -86,7 +86,8 @@ def comparison_figure(hu: np.ndarray, true: np.ndarray | None, pred: np.ndarray,
     panels.append(("prediction", overlay_rgb(hu_c, pred_c)))
     if true_c is not None:
         panels.append(("errors (magenta missed, green extra)", error_map_rgb(hu_c, pred_c, true_c)))
-    fig, axes = plt.subplots(1, len(panels), figsize=figsize)
+    aspect = hu_c.shape[0] / hu_c.shape[1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, width / len(panels) * aspect + 1.0))
     for ax, (name, img) in zip(np.atleast_1d(axes), panels):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
         ax.set_title(name, fontsize=9)
