@@ -211,7 +211,9 @@ def run_pipeline(params_file: str | Path, overrides: dict[str, Any] | None = Non
         log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
         executed.append(dst)
     if reports_dir is not None:
-        out = render_reports(run, executed, Path(reports_dir))
+        # a partial rerun (--only) re-renders the run's other executed notebooks too, so the index stays whole
+        done = [run.dir / "notebooks" / f"{n}.ipynb" for n in NOTEBOOKS]
+        out = render_reports(run, [nb for nb in done if nb.is_file()], Path(reports_dir))
         log(f"report: {out}")
     return run
 

@@ -89,18 +89,38 @@ def test_failing_notebook_names_the_cell_and_keeps_outputs(tmp_path):
     assert (tmp_path / "run" / "params.yaml").is_file()
 
 
-def test_disabled_optimisation_skips_its_notebook(tmp_path):
-    logs = []
-    src = tmp_path / "notebooks"
-    src.mkdir()
-    for name in NOTEBOOKS:  # trivial stand-ins: only the runner's choice of notebooks is tested here
+def _stand_in_notebooks(folder):
+    """Trivial notebooks that only mark that they ran: for testing the runner's choices."""
+    folder.mkdir()
+    for name in NOTEBOOKS:
         book = nbformat.v4.new_notebook()
         cell = nbformat.v4.new_code_cell('run_dir = ""')
         cell.metadata["tags"] = ["parameters"]
         book.cells = [cell, nbformat.v4.new_code_cell(f"open(run_dir + '/{name}.done', 'w').close()")]
         book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(book, src / f"{name}.ipynb")
+        nbformat.write(book, folder / f"{name}.ipynb")
+    return folder
+
+
+def test_disabled_optimisation_skips_its_notebook(tmp_path):
+    logs = []
+    src = _stand_in_notebooks(tmp_path / "notebooks")
     run = run_pipeline(QUICK, {"optimize.enabled": False}, run_dir=tmp_path / "run", reports_dir=tmp_path / "rep",
                        notebooks_dir=src, log=logs.append)
     assert not (run.dir / "03_optimize.done").exists() and (run.dir / "04_evaluate.done").exists()
     assert any("skipped" in line for line in logs)
+
+
+def test_partial_rerun_keeps_the_report_index_whole(tmp_path):
+    src = _stand_in_notebooks(tmp_path / "notebooks")
+    rep = tmp_path / "rep"
+    run = run_pipeline(QUICK, {"optimize.enabled": False}, run_dir=tmp_path / "run", reports_dir=rep,
+                       notebooks_dir=src, log=lambda *_: None)
+    (run.dir / "05_visualize.done").unlink()
+    run_pipeline(QUICK, run_dir=run.dir, reports_dir=rep, notebooks_dir=src, only=["05_visualize"],
+                 log=lambda *_: None)
+    assert (run.dir / "05_visualize.done").exists() and not (run.dir / "03_optimize.done").exists()
+    index = (rep / run.id / "index.html").read_text()
+    for name in ("01_preprocess", "02_train", "04_evaluate", "05_visualize"):
+        assert f'href="{name}.html"' in index and (rep / run.id / f"{name}.html").is_file()
+    assert "03_optimize" not in index
