@@ -193,7 +193,6 @@ def run_pipeline(params_file: str | Path, overrides: dict[str, Any] | None = Non
     if not params.optimize.enabled and "03_optimize" in names:
         names.remove("03_optimize")
         log("[03_optimize] skipped (optimize.enabled: false)")
-    executed = []
     log(f"run folder: {run.dir}")
     for name in names:
         src = nb_src / f"{name}.ipynb"
@@ -209,10 +208,9 @@ def run_pipeline(params_file: str | Path, overrides: dict[str, Any] | None = Non
                 f"executed notebook with the error: {dst}\nrun folder (partial outputs kept): {run.dir}"
             ) from None
         log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
-        executed.append(dst)
     if reports_dir is not None:
         # a partial rerun (--only) re-renders the run's other executed notebooks too, so the index stays whole
-        done = [run.dir / "notebooks" / f"{n}.ipynb" for n in NOTEBOOKS]
+        done = [run.path("notebooks", f"{n}.ipynb", mkdir=False) for n in NOTEBOOKS]
         out = render_reports(run, [nb for nb in done if nb.is_file()], Path(reports_dir))
         log(f"report: {out}")
     return run
