@@ -5,9 +5,9 @@
 
 from pathlib import Path
 
-from l3seg_lib.labels import remap_labels
+from l3seg_lib.imageio.labels import remap_labels
 from l3seg_lib.phantom import PHANTOM_LABEL_MAP, make_patient, render_slice
-from l3seg_lib.viz import examples_grid
+from l3seg_lib.reporting.figures import examples_grid
 
 specs = sorted((make_patient(i, seed=0) for i in range(24)), key=lambda s: s.bmi)
 chosen = [specs[i] for i in (0, 5, 10, 14, 19, 23)]

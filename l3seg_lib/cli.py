@@ -1,4 +1,8 @@
-"""Command line: ``l3seg run | generate | predict | measure | realct``."""
+"""Command line: ``l3seg run | generate | predict | measure``.
+
+Each command imports only what it needs: ``predict`` and ``measure`` load the inference stack,
+never the training or notebook stacks.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,25 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from .errors import L3SegError
+from l3seg_lib.errors import L3SegError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run_from_args
+    from l3seg_lib.config import parse_override
+    from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
 
-    return run_from_args(args)
+    overrides = dict(parse_override(s) for s in args.set)
+    try:
+        run_pipeline(args.params, overrides, args.run_dir, args.reports, args.notebooks, only=args.only,
+                     runs_dir=args.runs_dir)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .phantom import generate
+    from l3seg_lib.phantom import generate
 
     df = generate(args.out, n_patients=args.patients, seed=args.seed, matrix=args.matrix,
                   slices_per_patient=(args.min_slices, args.max_slices))
@@ -27,7 +37,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_path
+    from l3seg_lib.measurement.segment import predict_path
 
     df = predict_path(args.input, args.model, args.out, slices=args.slices, vertebra_labels=args.vertebra_labels,
                       vertebra_label=args.vertebra_label, margin=args.margin, device=args.device,
@@ -40,30 +50,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from .config import CompositionConfig, load_params
-    from .measure import load_label_map, measure_folder
+    from l3seg_lib.config import CompositionConfig, load_params
+    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+    from l3seg_lib.measurement.inputs import load_label_map
 
     comp = load_params(args.params).composition if args.params else CompositionConfig()
     if args.cutoffs:
         comp.cutoffs = args.cutoffs
-    res = measure_folder(args.folder, args.model, args.out, comp, clinical_csv=args.clinical,
-                         reference_dir=args.reference, reference_labels=load_label_map(args.reference_labels),
-                         device=args.device, check_hu=not args.no_hu_check, max_slices=args.max_slices)
+    options = MeasureOptions(comp, clinical_csv=args.clinical, reference_dir=args.reference,
+                             reference_labels=load_label_map(args.reference_labels), device=args.device,
+                             check_hu=not args.no_hu_check, max_slices=args.max_slices)
+    res = measure_folder(args.folder, args.model, args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} problem(s); "
           f"see {Path(args.out) / 'index.html'} and measurements.csv")
     if len(res.errors):
         print(res.errors[["source", "error"]].to_string(index=False), file=sys.stderr)
-    return 0
-
-
-def _cmd_realct(args: argparse.Namespace) -> int:
-    from .realct import run_realct
-
-    summary = run_realct(args.data, args.model, args.out, finetune_epochs=args.finetune_epochs, device=args.device,
-                         docs_dir=args.docs)
-    print(pd.DataFrame(summary["transfer"]).T.round(3).to_string())
-    print(pd.DataFrame(summary["l3"]).T.round(1).to_string())
-    print(f"figures and tables in {args.out}")
     return 0
 
 
@@ -72,9 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  "muscle, SAT and VAT, areas, SMI, muscle density and cut-off verdicts.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    from .pipeline import add_run_arguments
+    from l3seg_lib.pipeline.runner import NOTEBOOKS  # a constant; papermill is imported only when running
+
     p = sub.add_parser("run", help="run the notebook pipeline 01-05 with papermill and render HTML reports")
-    add_run_arguments(p)
+    p.add_argument("--params", required=True, help="YAML params file, e.g. params/default.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--run-dir", help="run folder (default: <runs root>/<timestamp>-<name>)")
+    p.add_argument("--runs-dir", help="runs root (default: runs_dir of the params, relative to this folder)")
+    p.add_argument("--reports", default="reports", help="folder for the HTML reports (default: reports)")
+    p.add_argument("--notebooks", default="notebooks", help="folder with 01_preprocess.ipynb ... (default: notebooks)")
+    p.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks (in an existing run folder)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("generate", help="write the synthetic L3 data set (DICOM + NIfTI labels)")
@@ -92,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slices", type=int, nargs="+", help="slice indices of a volume (inferior to superior)")
     p.add_argument("--vertebra-labels", help="vertebra label volume aligned with the input (e.g. TotalSegmentator)")
-    p.add_argument("--vertebra-label", type=int, default=29, help="label value of L3 (TotalSegmentator: 29)")
+    p.add_argument("--vertebra-label", type=int, default=29, help="label value of L3 (default 29: TotalSegmentator)")
     p.add_argument("--margin", type=int, default=0, help="slices either side of the vertebra's middle")
     p.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"), help="PNG pixel spacing")
     p.add_argument("--png-window", type=float, nargs=2, metavar=("LO_HU", "HI_HU"), help="PNG export window")
@@ -115,14 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_measure)
 
-    p = sub.add_parser("realct", help="check a model on the real example CT (../shared/data/totalsegmentator_example)")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator_example"))
-    p.add_argument("--model", required=True, help="model trained on the default data (runs/<run>/train/model.pt)")
-    p.add_argument("--out", default="runs/realct")
-    p.add_argument("--finetune-epochs", type=int, default=30)
-    p.add_argument("--docs", help="also write the L3 overlay picture into this folder (e.g. docs)")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=_cmd_realct)
     return ap
 
 

@@ -1,6 +1,7 @@
 """Typed run parameters, loaded from one YAML file under ``params/``.
 
-Every section of a params file maps onto a dataclass below. Unknown keys and wrong types are
+The dataclasses below hold the defaults, the one source of truth: ``params/default.yaml`` spells
+out exactly these values (a test checks), other params files list what they change. Every section of a params file maps onto a dataclass below. Unknown keys and wrong types are
 errors (naming the file and the dotted key), so a typo never silently falls back to a default.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import L3SegConfigError
+from l3seg_lib.errors import L3SegConfigError
 
 CLASS_NAMES = ("background", "muscle", "sat", "vat")
 """Output classes, in label order: 0 background, 1 skeletal muscle, 2 SAT, 3 VAT."""
@@ -42,11 +43,11 @@ class DataConfig:
     spacing_row_mm, spacing_col_mm, window_lo_hu, window_hi_hu`` (see README)."""
     clinical_csv: str | None = None
     """CSV with ``patient_id`` and any of ``sex, age, height_m|height_cm, weight_kg, bmi``."""
-    label_map: dict[str, list[int]] = field(
-        default_factory=lambda: {"background": [0], "muscle": [1], "sat": [2], "vat": [3]}
-    )
+    label_map: dict[str, list[int]] | None = None
     """Source label values (e.g. ITK-SNAP label indices) for each class. A value found in a
-    mask but listed under no class is an error, never silently background."""
+    mask but listed under no class is an error, never silently background. ``null``: the
+    source's own (the phantom's anatomical labels for ``phantom``; 0-3 as the classes for
+    ``manifest``)."""
     check_hu: bool = True
     """Refuse images whose values do not look like HU (air not near -1000 HU)."""
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
@@ -100,13 +101,13 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 15
     batch_size: int = 8
     lr: float = 0.003
     weight_decay: float = 1e-5
     lr_schedule: str = "cosine"
     """``cosine`` or ``none``."""
-    early_stopping_patience: int = 10
+    early_stopping_patience: int = 6
     """Stop when the validation Dice has not improved for this many epochs (0 = never)."""
     grad_clip: float = 1.0
     class_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -124,7 +125,7 @@ class TrainConfig:
 class BudgetConfig:
     """Cheaper training used inside each optimisation trial."""
 
-    epochs: int = 12
+    epochs: int = 8
     image_size: int = 128
     folds: list[int] | None = field(default_factory=lambda: [0, 1])
 
@@ -301,6 +302,8 @@ def _validate(obj: Any, where: str) -> None:
             raise bad(f"data.source must be 'phantom' or 'manifest', got {obj.source!r}")
         if obj.source == "manifest" and not obj.manifest:
             raise bad("data.source is 'manifest' but data.manifest is not set")
+        if obj.label_map is None:
+            return
         missing = [c for c in CLASS_NAMES if c not in obj.label_map]
         extra = [c for c in obj.label_map if c not in CLASS_NAMES]
         if missing or extra:

@@ -9,12 +9,15 @@ import pytest
 from PIL import Image
 
 from helpers import body_phantom, write_dicom
-from l3seg_lib.cases import clinical_for, iter_manifest, read_clinical, read_manifest
+from l3seg_lib.data.cases import iter_manifest
+from l3seg_lib.data.clinical import clinical_for, read_clinical
+from l3seg_lib.data.manifest import read_manifest
 from l3seg_lib.config import DataConfig
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.io import read_dicom, write_nifti_labels
+from l3seg_lib.imageio.dicom import read_dicom
+from l3seg_lib.imageio.nifti import write_nifti_labels
 
-DATA = DataConfig()
+DATA = DataConfig(source="manifest", manifest="manifest.csv")  # masks hold the classes 0-3
 
 
 def _write_manifest(path, rows):
@@ -71,7 +74,7 @@ def test_series_with_mask_volume_uses_labelled_slices(tmp_path):
     hu, mask = body_phantom(32, 32)
     for k, z in enumerate((0.0, 3.0, 6.0)):
         write_dicom(tmp_path / "s" / f"{k}.dcm", hu, spacing=(0.8, 0.8), position=(0, 0, z), series_uid="1.2.3")
-    from l3seg_lib.io import read_dicom_series
+    from l3seg_lib.imageio.dicom import read_dicom_series
     vol = read_dicom_series(tmp_path / "s")
     labels = np.stack([np.zeros_like(mask), mask, mask])
     write_nifti_labels(labels, vol.affine, tmp_path / "s_mask.nii.gz")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from l3seg_lib.composition import (
+from l3seg_lib.measurement.composition import (
     CUTOFF_SETS,
     assess,
     measure_slice,

@@ -8,6 +8,7 @@ import pytest
 
 from l3seg_lib.config import Params, load_params, parse_override, save_params
 from l3seg_lib.errors import L3SegConfigError
+from l3seg_lib.data.cases import label_map_of
 from l3seg_lib.phantom import PHANTOM_LABEL_MAP
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
@@ -22,8 +23,27 @@ def test_shipped_params_load(name):
 
 def test_default_params_match_the_phantom_labels():
     p = load_params(PARAMS / "default.yaml")
-    assert p.data.label_map == PHANTOM_LABEL_MAP
+    assert label_map_of(p.data) == PHANTOM_LABEL_MAP
     assert p.split.n_folds == 5 and p.preprocess.image_size == 256
+
+
+def test_default_yaml_mirrors_the_dataclass_defaults():
+    """One source of truth: params/default.yaml spells out exactly the dataclass defaults."""
+    import yaml
+
+    written = yaml.safe_load((PARAMS / "default.yaml").read_text())
+    assert load_params(PARAMS / "default.yaml") == Params()
+
+    def flat(d, prefix=""):  # dotted keys; mappings that are values (label_map, bounds, hu_ranges) stay whole
+        out = set()
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("label_map", "bounds", "hu_ranges"):
+                out |= flat(v, f"{prefix}{k}.")
+            else:
+                out.add(prefix + k)
+        return out
+
+    assert flat(written) == flat(Params().to_dict())  # every setting written out, none missing
 
 
 def test_round_trip(tmp_path):

@@ -9,7 +9,10 @@ from PIL import Image
 
 from helpers import body_phantom, write_dicom
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.io import image_kind, read_dicom, read_dicom_series, read_image, read_nifti, read_png
+from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
+from l3seg_lib.imageio.nifti import read_nifti
+from l3seg_lib.imageio.png import read_png
+from l3seg_lib.imageio.reader import image_kind, read_image
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ import pytest
 from helpers import body_phantom, write_dicom
 from l3seg_lib import phantom
 from l3seg_lib.config import CompositionConfig
-from l3seg_lib.io import read_dicom, read_dicom_series
-from l3seg_lib.labels import read_label_file, remap_labels
-from l3seg_lib.measure import discover_inputs, measure_folder
+from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
+from l3seg_lib.imageio.labels import read_label_file, remap_labels
+from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+from l3seg_lib.measurement.inputs import discover_inputs
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def batch_folder(tiny_processed, tmp_path):
 
 def test_discover_inputs(batch_folder):
     folder, _, patients = batch_folder
-    names = sorted(i.path.name for i in discover_inputs(folder))
+    names = sorted(i.image.name for i in discover_inputs(folder))
     assert names == sorted([*patients[:2], "broken.dcm", "loose.dcm", "mr.dcm"])
 
 
@@ -54,8 +55,8 @@ def test_measure_folder_end_to_end(batch_folder, tiny_model, tmp_path):
     folder, refs, patients = batch_folder
     clinical = tmp_path / "clinical.csv"
     pd.DataFrame([{"patient_id": patients[0], "sex": "F", "height_m": 1.6, "weight_kg": 70}]).to_csv(clinical, index=False)
-    res = measure_folder(folder, tiny_model, tmp_path / "out", CompositionConfig(), clinical_csv=clinical,
-                         reference_dir=refs, reference_labels=None, progress=False)
+    res = measure_folder(folder, tiny_model, tmp_path / "out",
+                         MeasureOptions(CompositionConfig(), clinical_csv=clinical, reference_dir=refs, progress=False))
     t = res.measurements
     assert set(t["patient_id"]) == set(patients[:3])
     for col in ("sma_cm2", "sma_refined_cm2", "sat_cm2", "vat_cm2", "imat_cm2", "smi_cm2_m2", "bmi_kg_m2",
@@ -81,8 +82,8 @@ def test_measure_folder_end_to_end(batch_folder, tiny_model, tmp_path):
 def test_measure_with_reference_label_map(batch_folder, tiny_model, tmp_path):
     folder, refs, patients = batch_folder
     (refs / "loose.dcm.tag").unlink()
-    res = measure_folder(folder, tiny_model, tmp_path / "out", reference_dir=refs,
-                         reference_labels=phantom.PHANTOM_LABEL_MAP, progress=False)
+    res = measure_folder(folder, tiny_model, tmp_path / "out",
+                         MeasureOptions(reference_dir=refs, reference_labels=phantom.PHANTOM_LABEL_MAP, progress=False))
     assert set(res.validation["patient_id"]) == set(patients[:2])
     assert list(res.agreement["tissue"]) == ["muscle", "sat", "vat"]
     assert {"bias", "loa_low", "loa_high", "n"} <= set(res.agreement.columns)
@@ -94,9 +95,9 @@ def test_long_volume_needs_slice_index(tmp_path, tiny_model):
     hu, _ = body_phantom(64, 64)
     for z in range(7):
         write_dicom(tmp_path / "in" / "series" / f"{z}.dcm", hu, position=(0, 0, 3.0 * z), series_uid="1.2.3")
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", progress=False)
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False))
     assert "7 slices: list the L3 slice" in res.errors.iloc[0]["error"]
     pd.DataFrame([{"image": "series", "slice_index": 3, "patient_id": "S1"}]).to_csv(tmp_path / "in" / "manifest.csv", index=False)
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", progress=False)
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", MeasureOptions(progress=False))
     assert res.measurements["slice_index"].tolist() == [3] and res.measurements["patient_id"].tolist() == ["S1"]
     assert read_dicom_series(tmp_path / "in" / "series").n_slices == 7

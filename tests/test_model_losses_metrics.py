@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from l3seg_lib.config import ModelConfig
-from l3seg_lib.losses import SegmentationLoss, soft_dice_loss
-from l3seg_lib.metrics import (
+from l3seg_lib.training.losses import SegmentationLoss, soft_dice_loss
+from l3seg_lib.evaluation.metrics import (
     areas_cm2,
     bland_altman,
     confusion_matrix,
@@ -20,7 +20,7 @@ from l3seg_lib.metrics import (
     slice_metrics,
     summary_table,
 )
-from l3seg_lib.model import UNet, build_model, count_parameters
+from l3seg_lib.inference.network import UNet, build_model, count_parameters
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])

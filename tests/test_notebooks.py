@@ -13,7 +13,8 @@ import papermill as pm
 import pytest
 
 from l3seg_lib.config import load_params
-from l3seg_lib.pipeline import NOTEBOOKS, PipelineError, create_run, run_pipeline
+from l3seg_lib.pipeline.runner import NOTEBOOKS, PipelineError, run_pipeline
+from l3seg_lib.pipeline.runs import create_run
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = REPO / "params" / "quick.yaml"

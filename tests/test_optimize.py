@@ -9,18 +9,18 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_params
-from l3seg_lib import train as train_module
+from l3seg_lib.training import crossval as crossval_module
 from l3seg_lib.config import Params, load_params
-from l3seg_lib.dataset import make_splits
-from l3seg_lib.evaluate import paired_comparison
-from l3seg_lib.optimize import (
+from l3seg_lib.training.splits import make_splits
+from l3seg_lib.evaluation.evaluate import paired_comparison
+from l3seg_lib.training.optimize import (
     ResumeError,
     apply_point,
     cv_objective,
     read_trials,
     run_search,
 )
-from l3seg_lib.preprocess import read_processed_manifest
+from l3seg_lib.preprocessing.processed import read_processed_manifest
 
 
 def _search_params(n_trials=6, init_points=2) -> Params:
@@ -99,7 +99,7 @@ def test_cv_objective_uses_dev_folds_only(tiny_processed, monkeypatch):
     p.optimize.budget.epochs, p.optimize.budget.image_size, p.optimize.budget.folds = 1, 16, [0]
     split = make_splits(man, p.split, p.seed)
     seen = []
-    real = train_module.load_slices
+    real = crossval_module.load_slices
 
     def spy(processed_dir, rows, image_size=None):
         seen.extend(rows["patient_id"])
@@ -107,7 +107,7 @@ def test_cv_objective_uses_dev_folds_only(tiny_processed, monkeypatch):
         assert x.shape[-1] == 16
         return x, y
 
-    monkeypatch.setattr(train_module, "load_slices", spy)
+    monkeypatch.setattr(crossval_module, "load_slices", spy)
     out = cv_objective(proc, man, split)(p, {"w_sat": 2.0, "data_ratio": 0.5, "log10_lr": -2.5})
     assert 0.0 <= out["target"] <= 1.0 and {"dice_muscle", "dice_sat", "dice_vat"} <= set(out)
     test_ids = set(split.loc[split["set"] == "test", "patient_id"])

@@ -8,9 +8,10 @@ import pydicom
 import pytest
 
 from l3seg_lib import phantom
-from l3seg_lib.cases import iter_manifest, read_manifest
+from l3seg_lib.data.cases import iter_manifest
+from l3seg_lib.data.manifest import read_manifest
 from l3seg_lib.config import DataConfig
-from l3seg_lib.labels import read_itksnap_labels, remap_labels
+from l3seg_lib.imageio.labels import read_itksnap_labels, remap_labels
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_files_load_through_the_dicom_path(generated):
         assert set(np.unique(case.mask)) == {0, 1, 2, 3}
         assert case.image.meta["sex"] in ("M", "F")
     names = {d.value: d.name for d in read_itksnap_labels(generated / "labels.txt")}
-    assert names[phantom.SAT] == "subcutaneous fat"
+    assert names[phantom.labels.SAT] == "subcutaneous fat"
 
 
 @pytest.mark.parametrize("index", range(6))
@@ -53,7 +54,7 @@ def test_tissue_hu_in_physiological_ranges(index):
     assert -29 <= np.median(core(cls == 1)) <= 150
     assert -190 <= np.median(core(cls == 2)) <= -30
     assert -190 <= np.median(core(cls == 3)) <= -30
-    assert np.median(hu[lab == phantom.BONE]) > 200
+    assert np.median(hu[lab == phantom.labels.BONE]) > 200
     assert np.median(hu[:10, :10]) < -950  # air in the corner
     assert 0.6 <= info["spacing_mm"] <= 1.0
 

@@ -1,4 +1,5 @@
-"""The real example CT in ../shared/data: loaders on the real files and the transfer check.
+"""The real example CT in ../shared/data: loaders on the real files, and the real-CT study
+script (experiments/realct_check.py).
 
 Skipped with a message when ../shared/data is absent; run in CI where it is present.
 """
@@ -11,8 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from l3seg_lib.io import read_dicom, read_dicom_series, read_nifti
-from l3seg_lib.realct import block_folds, l3_slices, load_tissue_crop, run_realct
+from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
+from l3seg_lib.imageio.nifti import read_nifti
+from l3seg_lib.training.finetune import block_folds
+from realct_check import l3_slices, load_tissue_crop, run_realct  # experiments/, on the path via conftest
 
 
 def test_nifti_and_binary_tissue_masks_combine(shared_data):

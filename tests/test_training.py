@@ -7,12 +7,19 @@ import pandas as pd
 import pytest
 import torch
 
+
 from conftest import tiny_params
 from l3seg_lib.config import AugmentConfig, SplitConfig
-from l3seg_lib.dataset import SliceDataset, build_augmentation, check_patient_wise, fold_members, make_splits
-from l3seg_lib.predict import Predictor, predict_path
-from l3seg_lib.preprocess import read_processed_manifest
-from l3seg_lib.train import cross_validate, load_checkpoint, train_model, resolve_device
+from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.training.dataset import SliceDataset, build_augmentation
+from l3seg_lib.training.splits import check_patient_wise, fold_members, make_splits
+from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.measurement.segment import predict_path
+from l3seg_lib.preprocessing.processed import read_processed_manifest
+from l3seg_lib.inference.checkpoint import load_checkpoint
+from l3seg_lib.inference.device import resolve_device
+from l3seg_lib.training.crossval import cross_validate
+from l3seg_lib.training.trainer import train_model
 
 
 def _manifest(n_patients: int, slices_per_patient=(1, 3), seed=0) -> pd.DataFrame:
@@ -76,7 +83,7 @@ def test_dataset_ratio_and_identical_geometric_augmentation():
 
 def test_training_is_deterministic(tiny_processed):
     man = read_processed_manifest(tiny_processed / "proc")
-    from l3seg_lib.dataset import load_slices
+    from l3seg_lib.training.dataset import load_slices
     x, y = load_slices(tiny_processed / "proc", man)
     p = tiny_params()
     runs = [train_model(x[:3], y[:3], x[3:], y[3:], p.model, p.train, seed=7, device=torch.device("cpu"),
@@ -115,9 +122,35 @@ def test_tiny_cross_validation_and_predict(tiny_processed, tmp_path):
 
 
 def test_model_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model file not found"):
+    with pytest.raises(L3SegInputError, match="none.pt: model file not found"):
         load_checkpoint(tmp_path / "none.pt")
     torch.save({"something": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not an l3seg model file"):
+    with pytest.raises(L3SegInputError, match="other.pt: not an l3seg model file"):
         load_checkpoint(tmp_path / "other.pt")
+    torch.save({"format": "l3seg-model-v0", "state_dicts": []}, tmp_path / "old.pt")
+    with pytest.raises(L3SegInputError, match="old.pt: model file format 'l3seg-model-v0' is not supported"):
+        load_checkpoint(tmp_path / "old.pt")
     assert resolve_device("cpu").type == "cpu"
+
+
+class _Payload:
+    """An object whose unpickling would run code (here: create a file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_model_file_that_could_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran.txt"
+    torch.save({"format": "l3seg-model-v1", "info": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(L3SegInputError, match="evil.pt: not a safe l3seg model file"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_model_file_round_trip_is_safe_to_load(tiny_model):
+    ckpt = torch.load(tiny_model, map_location="cpu", weights_only=True)  # plain types and tensors only
+    assert ckpt["format"] == "l3seg-model-v1" and len(ckpt["state_dicts"]) == 2

@@ -1,0 +1,1 @@
+"""Measurement: body composition and verdicts, segmenting inputs, batch measurement of a folder."""

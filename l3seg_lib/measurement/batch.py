@@ -1,0 +1,159 @@
+"""Batch measurement: a folder of CT inputs -> one table of body-composition numbers, per-patient
+HTML summaries, an errors table, and (optionally) validation against reference masks.
+
+Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs`. Volumes with more than
+``max_slices`` slices need ``slice_index`` in the manifest: the model is trained for L3 slices,
+and measuring a whole abdomen would be meaningless. One bad input is listed in ``errors.csv``
+and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from l3seg_lib.config import CompositionConfig
+from l3seg_lib.data.clinical import clinical_for, read_clinical
+from l3seg_lib.errors import L3SegError, L3SegInputError
+from l3seg_lib.evaluation.metrics import TISSUES, bland_altman, slice_metrics
+from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_label_file, remap_labels
+from l3seg_lib.imageio.reader import read_image
+from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
+from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, find_reference
+from l3seg_lib.names import safe_name
+from l3seg_lib.reporting.html import write_index_html, write_patient_html
+from l3seg_lib.reporting.overlays import save_overlay_png
+
+
+@dataclass
+class MeasureOptions:
+    """How :func:`measure_folder` measures (everything but the inputs, the model and the output)."""
+
+    composition: CompositionConfig = field(default_factory=CompositionConfig)
+    """HU ranges and the cut-off set."""
+    clinical_csv: str | Path | None = None
+    """CSV with ``patient_id`` and sex, age, height, weight (see :mod:`l3seg_lib.data.clinical`)."""
+    reference_dir: str | Path | None = None
+    """Folder of reference masks to validate against (matched by name)."""
+    reference_labels: dict[str, list[int]] | None = None
+    """Label map of the reference masks (default 0-3; Slice-O-Matic tags for ``.tag``)."""
+    device: str = "auto"
+    check_hu: bool = True
+    max_slices: int = 5
+    """Volumes with more slices need ``slice_index`` in a manifest."""
+    progress: bool = True
+
+
+@dataclass
+class MeasureResult:
+    measurements: pd.DataFrame
+    errors: pd.DataFrame
+    validation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
+    out_dir: Path | None = None
+
+
+def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: str | Path,
+                   options: MeasureOptions | None = None) -> MeasureResult:
+    """Segment and measure every input in ``folder``; see the module docstring.
+
+    Writes ``measurements.csv`` (one row per patient and slice, units in column names),
+    ``errors.csv``, ``overlays/``, ``patients/<id>.html``, ``index.html`` and, with
+    ``options.reference_dir``, ``validation.csv`` and ``agreement.csv`` (Bland-Altman).
+    """
+    opt = options or MeasureOptions()
+    comp = opt.composition
+    cutoffs = get_cutoff_set(comp.cutoffs)
+    out = Path(out_dir)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    clinical = read_clinical(opt.clinical_csv) if opt.clinical_csv else None
+    predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device)
+    ref_dir = Path(opt.reference_dir) if opt.reference_dir else None
+    check_hu, max_slices, progress, reference_labels = opt.check_hu, opt.max_slices, opt.progress, opt.reference_labels
+    inputs = discover_inputs(folder)
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    validation: list[dict[str, Any]] = []
+    for inp in tqdm(inputs, desc="measure", unit="input", disable=not progress, mininterval=2.0):
+        try:
+            volume = read_image(inp.image, check_hu=check_hu and not inp.is_png, **inp.png_kwargs())
+            if inp.patient_id:
+                volume.patient_id = inp.patient_id
+            if inp.slice_index is not None:
+                if not 0 <= inp.slice_index < volume.n_slices:
+                    raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{volume.n_slices - 1}")
+                indices = [inp.slice_index]
+            elif volume.n_slices > max_slices:
+                raise L3SegInputError(inp.image, f"{volume.n_slices} slices: list the L3 slice in manifest.csv "
+                                                f"(image, slice_index) - the model measures L3 slices only")
+            else:
+                indices = list(range(volume.n_slices))
+            spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+            preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
+            calibrated = bool(volume.meta.get("hu_calibrated", True))
+            clin = clinical_for(volume.patient_id, clinical, volume.meta)
+            for i, pred in zip(indices, preds):
+                m = measure_slice(volume.hu[i], pred.labels, spacing, comp.hu_ranges, calibrated,
+                                  volume.meta.get("png_window_hu"))
+                verdict = assess(m, clin, cutoffs)
+                overlay = out / "overlays" / f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}.png"
+                save_overlay_png(overlay, volume.hu[i], pred.labels)
+                row = {
+                    "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
+                    "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
+                    "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
+                    "age_years": clin.get("age"), **verdict, **m, "inference_s": pred.seconds,
+                    "overlay": str(overlay.relative_to(out)),
+                }
+                rows.append(row)
+        except (L3SegError, ValueError, OSError, RuntimeError) as exc:
+            errors.append({"source": str(inp.image), "error": str(exc)})
+            continue
+        except Exception as exc:  # keep the batch going; record what broke
+            errors.append({"source": str(inp.image), "error": f"{type(exc).__name__}: {exc}",
+                           "detail": traceback.format_exc(limit=3)})
+            continue
+        if ref_dir is None:
+            continue
+        try:  # a reference problem affects the validation only, never the measurement
+            ref_path = find_reference(ref_dir, inp.image, volume)
+            if ref_path is None:
+                raise L3SegInputError(inp.image, f"no reference mask in {ref_dir} (expected "
+                                                f"{inp.image.name.split('.')[0]} with {', '.join(REFERENCE_SUFFIXES)})")
+            raw = read_label_file(ref_path, volume.slice(0))
+            lmap = reference_labels or (SLICE_O_MATIC_TAGS if ref_path.name.endswith(".tag") else IDENTITY_LABEL_MAP)
+            ref = remap_labels(raw, lmap, str(ref_path))
+            if ref.shape != volume.hu.shape:
+                raise L3SegInputError(ref_path, f"reference shape {ref.shape} does not match {inp.image} {volume.hu.shape}")
+            for i, pred in zip(indices, preds):
+                ms = slice_metrics(pred.labels, ref[i], spacing)
+                validation.append({"patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i, **ms})
+        except (L3SegError, ValueError, OSError) as exc:
+            errors.append({"source": str(inp.image), "error": f"reference not used: {exc}"})
+    table = pd.DataFrame(rows)
+    err = pd.DataFrame(errors, columns=["source", "error"] + (["detail"] if any("detail" in e for e in errors) else []))
+    val = pd.DataFrame(validation)
+    agreement = pd.DataFrame()
+    if len(val):
+        agreement = pd.DataFrame([
+            {"tissue": t, "measure": f"{t} area (cm2)",
+             **bland_altman(val[f"area_pred_{t}_cm2"].to_numpy(), val[f"area_true_{t}_cm2"].to_numpy())}
+            for t in TISSUES
+        ])
+        val.to_csv(out / "validation.csv", index=False)
+        agreement.to_csv(out / "agreement.csv", index=False)
+    table.to_csv(out / "measurements.csv", index=False)
+    err.to_csv(out / "errors.csv", index=False)
+    meta = {"model": str(predictor.path), "cutoff_set": cutoffs.name, "cutoff_description": cutoffs.description,
+            "citations": cutoffs.citation_text(), "hu_ranges": {k: list(v) for k, v in comp.hu_ranges.items()}}
+    if len(table):
+        for pid, group in table.groupby("patient_id", sort=True):
+            write_patient_html(out / "patients" / f"{safe_name(str(pid))}.html", str(pid), group, out, meta)
+    write_index_html(out / "index.html", table, err, val, agreement, meta)
+    return MeasureResult(table, err, val, agreement, out)

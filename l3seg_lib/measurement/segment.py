@@ -1,0 +1,59 @@
+"""``l3seg predict``: segment one input (DICOM file or series, NIfTI, PNG) and write its masks,
+overlays and tissue areas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from l3seg_lib.evaluation.metrics import TISSUES, areas_cm2
+from l3seg_lib.imageio.nifti import write_nifti_labels
+from l3seg_lib.imageio.reader import read_image
+from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, choose_slices
+from l3seg_lib.names import input_stem
+from l3seg_lib.reporting.overlays import save_overlay_png
+
+
+def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir: str | Path,
+                 slices: list[int] | None = None, vertebra_labels: str | Path | None = None,
+                 vertebra_label: int = TOTALSEGMENTATOR_L3, margin: int = 0, device: str = "auto",
+                 check_hu: bool = True, png_spacing: tuple[float, float] | None = None,
+                 png_window: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Segment an input and write, under ``out_dir``: ``<name>_labels.nii.gz`` (the whole input
+    grid, unsegmented slices 0), per slice ``<name>_s<index>_mask.png`` (values 0-3) and
+    ``..._overlay.png``, and ``areas.csv`` (one row per slice, areas in cm2, muscle mean HU)."""
+    input_path = Path(input_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device)
+    volume = read_image(input_path, check_hu=check_hu, spacing_mm=png_spacing, window_hu=png_window) \
+        if input_path.name.lower().endswith(".png") else read_image(input_path, check_hu=check_hu)
+    indices = choose_slices(volume, slices, vertebra_labels, vertebra_label, margin)
+    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+    preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
+    stem = input_stem(input_path)
+    full = np.zeros(volume.hu.shape, dtype=np.uint8)
+    rows = []
+    for i, pred in zip(indices, preds):
+        full[i] = pred.labels
+        base = out / f"{stem}_s{i:03d}"
+        Image.fromarray(pred.labels).save(f"{base}_mask.png")
+        save_overlay_png(f"{base}_overlay.png", volume.hu[i], pred.labels)
+        area = areas_cm2(pred.labels, spacing)
+        muscle = pred.labels == 1
+        rows.append({
+            "source": str(input_path), "patient_id": volume.patient_id, "slice_index": i,
+            "slice_id": volume.slice_ids[i], "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1],
+            **{f"{name}_area_cm2": round(float(area[c]), 3) for c, name in enumerate(TISSUES, start=1)},
+            "muscle_mean_hu": round(float(volume.hu[i][muscle].mean()), 2) if muscle.any() else np.nan,
+            "hu_calibrated": bool(volume.meta.get("hu_calibrated", True)),
+            "seconds": round(pred.seconds, 4), "model": str(predictor.path),
+        })
+    write_nifti_labels(full, volume.affine, out / f"{stem}_labels.nii.gz")
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "areas.csv", index=False)
+    return df

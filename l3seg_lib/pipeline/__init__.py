@@ -1,0 +1,1 @@
+"""Pipeline: run folders, the notebook setup call, and the papermill runner."""

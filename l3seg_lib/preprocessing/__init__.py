@@ -1,0 +1,1 @@
+"""Preprocessing: HU window and model-size geometry; the processed data set."""

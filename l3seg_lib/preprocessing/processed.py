@@ -1,0 +1,94 @@
+"""The processed data set on disk: every case windowed and resized once, plus its manifest.
+
+``<dir>/cases/<case_id>.npz`` and ``<dir>/manifest.csv`` (one row per slice: IDs, source paths,
+original and effective spacing in mm, padding, the patient's clinical variables).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from l3seg_lib.config import PreprocessConfig
+from l3seg_lib.data.cases import Case
+from l3seg_lib.data.clinical import clinical_for
+from l3seg_lib.names import safe_name
+from l3seg_lib.preprocessing.geometry import image_to_model, make_geometry, mask_to_model
+
+PROCESSED_MANIFEST = "manifest.csv"
+
+
+def export_processed(
+    cases: Iterable[Case],
+    out_dir: str | Path,
+    cfg: PreprocessConfig,
+    clinical: pd.DataFrame | None = None,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """Window and resize every case and write ``cases/<case_id>.npz`` plus ``manifest.csv``.
+
+    Each npz holds ``image`` (float32 [0, 1], model size), ``mask`` (uint8, model size),
+    ``hu`` (int16 HU, original size), ``mask_orig`` (uint8, original size) and ``affine``.
+    The manifest has one row per slice: IDs, source paths, original and effective spacing (mm),
+    padding, and the patient's clinical variables.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "cases").mkdir(parents=True, exist_ok=True)
+    rows = []
+    seen: set[str] = set()
+    for case in tqdm(cases, total=total, desc="preprocess", unit="slice", mininterval=2.0):
+        img = case.image
+        geom = make_geometry(img.hu.shape, img.spacing_mm, cfg.image_size, cfg.pad_to_square)
+        case_id = f"{img.patient_id}__{img.slice_id}"
+        if case_id in seen:
+            raise ValueError(f"{img.source}: slice {img.slice_id} of patient {img.patient_id} is listed twice")
+        seen.add(case_id)
+        arrays = {
+            "image": image_to_model(img.hu, geom, cfg.window_hu),
+            "hu": np.clip(np.round(img.hu), -32768, 32767).astype(np.int16),
+            "affine": img.affine.astype(np.float64),
+        }
+        if case.mask is not None:
+            arrays["mask"] = mask_to_model(case.mask, geom)
+            arrays["mask_orig"] = case.mask.astype(np.uint8)
+        file = f"cases/{safe_name(case_id)}.npz"
+        np.savez_compressed(out_dir / file, **arrays)
+        clin = clinical_for(img.patient_id, clinical, img.meta)
+        eff = geom.eff_spacing_mm
+        rows.append({
+            "case_id": case_id, "patient_id": img.patient_id, "slice_id": img.slice_id, "file": file,
+            "source_image": img.source, "source_mask": case.mask_source, "has_mask": case.mask is not None,
+            "rows": geom.rows, "cols": geom.cols,
+            "spacing_row_mm": geom.spacing_mm[0], "spacing_col_mm": geom.spacing_mm[1],
+            "image_size": geom.size, "pad_top": geom.pad[0], "pad_bottom": geom.pad[1],
+            "pad_left": geom.pad[2], "pad_right": geom.pad[3],
+            "eff_spacing_row_mm": eff[0], "eff_spacing_col_mm": eff[1],
+            "slice_location_mm": img.slice_location_mm, "hu_calibrated": img.hu_calibrated,
+            **clin,
+        })
+    if not rows:
+        raise ValueError("no cases to preprocess")
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(out_dir / PROCESSED_MANIFEST, index=False)
+    (out_dir / "preprocess.json").write_text(json.dumps(asdict(cfg), indent=2))
+    return manifest
+
+
+def read_processed_manifest(out_dir: str | Path) -> pd.DataFrame:
+    path = Path(out_dir) / PROCESSED_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: processed manifest not found; run the preprocessing step first")
+    return pd.read_csv(path, dtype={"patient_id": str, "slice_id": str, "case_id": str})
+
+
+def load_arrays(out_dir: str | Path, row: pd.Series | dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays stored for one processed case."""
+    with np.load(Path(out_dir) / row["file"]) as z:
+        return {k: z[k] for k in z.files}

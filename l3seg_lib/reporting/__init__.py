@@ -1,0 +1,1 @@
+"""Reporting: overlay pictures, figures, and HTML pages from templates."""

@@ -1,0 +1,118 @@
+"""HTML for clinicians from Jinja templates: per-patient pages, the batch index, the run index."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import escape
+
+from l3seg_lib import __version__
+from l3seg_lib.names import safe_name
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("l3seg_lib.reporting", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+)
+
+
+def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "not available"
+    if isinstance(value, (int, float)):
+        return f"{value:.{digits}f}{(' ' + unit) if unit else ''}"
+    return str(value)
+
+
+def _now() -> str:
+    return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def _verdict_class(v: str) -> str:
+    return {"yes": "yes", "no": "no"}.get(v, "nc")
+
+
+def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir: Path, meta: dict[str, Any]) -> Path:
+    """One patient's page: overlays, the numbers with units, and the verdicts with reasons."""
+    first = rows.iloc[0]
+    clinical = {
+        "sex": {"M": "male", "F": "female"}.get(first.get("sex"), "not available"),
+        "age": _fmt(first.get("age_years"), 0, "years"),
+        "height": _fmt(first.get("height_m"), 2, "m"),
+        "weight": _fmt(first.get("weight_kg"), 1, "kg"),
+        "bmi": _fmt(first.get("bmi_kg_m2"), 1, "kg/m²"),
+    }
+    slices = []
+    for _, r in rows.iterrows():
+        image = base64.b64encode((base_dir / r["overlay"]).read_bytes()).decode("ascii")
+        measures = [
+            ("Skeletal muscle area (compartment)", _fmt(r["sma_cm2"]), "cm²"),
+            ("Skeletal muscle area (refined)", _fmt(r["sma_refined_cm2"]), "cm²"),
+            ("Skeletal muscle index (SMI)", _fmt(r.get("smi_cm2_m2")), "cm²/m²"),
+            ("Muscle density, mean ± SD (refined)",
+             f"{_fmt(r['muscle_refined_hu_mean'])} ± {_fmt(r['muscle_refined_hu_sd'])}", "HU"),
+            ("Muscle density, median (refined)", _fmt(r["muscle_refined_hu_median"]), "HU"),
+            ("Muscle density, mean (whole compartment)", _fmt(r["muscle_hu_mean"]), "HU"),
+            ("Intermuscular adipose tissue (IMAT)", _fmt(r["imat_cm2"]), "cm²"),
+            ("Subcutaneous fat (SAT), compartment / refined", f"{_fmt(r['sat_cm2'])} / {_fmt(r['sat_refined_cm2'])}", "cm²"),
+            ("Visceral fat (VAT), compartment / refined", f"{_fmt(r['vat_cm2'])} / {_fmt(r['vat_refined_cm2'])}", "cm²"),
+            ("Total adipose tissue (SAT + VAT), refined", _fmt(r["tat_refined_cm2"]), "cm²"),
+            ("VAT / SAT ratio (refined)", _fmt(r["vat_sat_ratio_refined"], 2), ""),
+        ]
+        verdicts = [(name, r[key], _verdict_class(r[key]), r[f"{key}_reason"]) for name, key in (
+            ("Sarcopenia", "sarcopenia"), ("Sarcopenic obesity", "sarcopenic_obesity"),
+            ("Myosteatosis", "myosteatosis"), ("Visceral obesity", "visceral_obesity"))]
+        slices.append({"slice_index": int(r["slice_index"]), "source": r["source"],
+                       "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",
+                       "image": image, "measures": measures, "verdicts": verdicts,
+                       "calibrated": bool(r.get("hu_calibrated", True))})
+    html = _ENV.get_template("patient.html").render(
+        title=f"L3 body composition - {patient_id}", patient_id=patient_id, clinical=clinical, slices=slices,
+        version=__version__, generated=_now(), **meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path
+
+
+def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
+                     agreement: pd.DataFrame, meta: dict[str, Any]) -> Path:
+    """Batch overview: one line per slice with links, the errors, and reference agreement."""
+    headers = ["Patient", "Slice", "Sex", "SMA (cm²)", "SMI (cm²/m²)", "Muscle HU", "SAT (cm²)", "VAT (cm²)",
+               "Sarcopenia", "Myosteatosis", "Visceral obesity"]
+    rows = []
+    for _, r in table.iterrows():
+        link = f'<a href="patients/{safe_name(str(r["patient_id"]))}.html">{escape(str(r["patient_id"]))}</a>'
+        rows.append([link, int(r["slice_index"]), r.get("sex") or "–", _fmt(r["sma_refined_cm2"]), _fmt(r.get("smi_cm2_m2")),
+                     _fmt(r["muscle_refined_hu_mean"]), _fmt(r["sat_refined_cm2"]), _fmt(r["vat_refined_cm2"]),
+                     r["sarcopenia"], r["myosteatosis"], r["visceral_obesity"]])
+    val_rows = []
+    if len(validation):
+        for _, a in agreement.iterrows():
+            t = a["tissue"]
+            d = validation[f"dice_{t}"]
+            val_rows.append({"tissue": t, "dice": f"{d.mean():.3f} ({d.std(ddof=1):.3f})" if len(d) > 1 else f"{d.mean():.3f}",
+                             "err": _fmt(validation[f"area_err_{t}_cm2"].mean()), "bias": _fmt(a["bias"]),
+                             "loa": f"{_fmt(a['loa_low'])} to {_fmt(a['loa_high'])}", "n": int(a["n"])})
+    html = _ENV.get_template("index.html").render(
+        title="L3 body composition - batch", headers=headers, rows=rows,
+        n_rows=len(table), n_patients=table["patient_id"].nunique() if len(table) else 0, n_errors=len(errors),
+        errors=errors.to_dict("records"), validation=val_rows, version=__version__, generated=_now(), **meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path
+
+
+def write_run_index_html(path: Path, run_id: str, params_path: Path, notebooks_dir: Path, data_source: str, seed: int,
+                         links: list[tuple[str, str]]) -> Path:
+    """Index of a pipeline run's reports: one link (title, file name) per rendered notebook."""
+    html = _ENV.get_template("run_index.html").render(
+        title=f"l3seg run {run_id}", run_id=run_id, params_path=str(params_path), notebooks_dir=str(notebooks_dir),
+        data_source=data_source, seed=seed, links=links, version=__version__, generated=_now())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path

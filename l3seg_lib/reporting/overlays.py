@@ -1,0 +1,67 @@
+"""Overlay pictures: CT in a display window with muscle, SAT and VAT tinted (numpy + Pillow only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from l3seg_lib.preprocessing.geometry import window
+
+TISSUE_COLOURS = {1: (230, 57, 70), 2: (255, 200, 60), 3: (60, 170, 230)}
+"""RGB per class: muscle red, SAT yellow, VAT blue."""
+TISSUE_LABELS = {1: "skeletal muscle", 2: "subcutaneous fat (SAT)", 3: "visceral fat (VAT)"}
+DISPLAY_WINDOW_HU = (-250.0, 250.0)
+"""Soft-tissue display window for pictures (not the model window)."""
+
+
+def ct_gray(hu: np.ndarray, display_window: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:
+    """HU -> uint8 grey image in the display window."""
+    return (window(hu, *display_window) * 255).round().astype(np.uint8)
+
+
+def overlay_rgb(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45,
+                display_window: tuple[float, float] = DISPLAY_WINDOW_HU) -> np.ndarray:
+    """RGB uint8 image of the CT with each tissue tinted in its colour."""
+    gray = ct_gray(hu, display_window).astype(np.float32)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    for cls, colour in TISSUE_COLOURS.items():
+        m = labels == cls
+        rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(colour, dtype=np.float32)
+    return rgb.round().clip(0, 255).astype(np.uint8)
+
+
+def save_overlay_png(path: str | Path, hu: np.ndarray, labels: np.ndarray) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay_rgb(hu, labels)).save(path)
+    return path
+
+
+def error_map_rgb(hu: np.ndarray, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Grey CT with disagreeing pixels marked: missed tissue magenta, extra tissue green."""
+    rgb = np.repeat(ct_gray(hu)[..., None], 3, axis=-1).astype(np.float32) * 0.7
+    missed = (true > 0) & (pred != true)
+    extra = (pred > 0) & (true == 0)
+    rgb[missed] = (230, 40, 200)
+    rgb[extra] = (40, 220, 90)
+    return rgb.astype(np.uint8)
+
+
+def crop_to_body(hu: np.ndarray, *others: np.ndarray, margin: int = 8, threshold: float = -500.0):
+    """Crop arrays to the bounding box of the body (the largest region above ``threshold`` HU,
+    which leaves out the CT table) plus a margin."""
+    from scipy import ndimage
+
+    regions, n = ndimage.label(ndimage.binary_opening(hu > threshold, iterations=2))  # cut thin table contact
+    if n == 0:
+        return (hu, *others)
+    body = regions == (np.argmax(np.bincount(regions.ravel())[1:]) + 1)
+    rows = np.flatnonzero(body.any(axis=1))
+    cols = np.flatnonzero(body.any(axis=0))
+    if rows.size == 0 or cols.size == 0:
+        return (hu, *others)
+    r0, r1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, hu.shape[0])
+    c0, c1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, hu.shape[1])
+    return tuple(a[r0:r1, c0:c1] for a in (hu, *others))

@@ -1,0 +1,227 @@
+"""Bayesian optimisation of class weights, data ratio and learning rate (``bayesian-optimization``).
+
+Search space (bounds in ``optimize.bounds``): loss weights of muscle, SAT and VAT (background
+fixed at 1), the data ratio (augmented copies per original training slice, as in the reference
+study) and log10 of the learning rate. Objective: mean foreground Dice over the out-of-fold
+validation slices of the dev patients (the held-out test patients are never touched), with the
+cheaper training of ``optimize.budget``.
+
+Trial 0 is the baseline setting itself (``optimize.include_baseline``), scored under the same
+budget. Trials are appended to ``trials.jsonl`` as they finish. A rerun replays the logged trials
+through a fresh optimiser with the same seed - which reproduces the same suggestions - and then
+continues, so an interrupted search resumes without repeating finished trials and ends exactly
+where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from bayes_opt import BayesianOptimization, acquisition
+from tqdm import tqdm
+
+from l3seg_lib.config import Params, save_params
+from l3seg_lib.evaluation.metrics import TISSUES
+
+TRIALS_FILE = "trials.jsonl"
+BEST_PARAMS_FILE = "best_params.yaml"
+
+
+class ResumeError(RuntimeError):
+    """The trial log does not belong to this search (other bounds, seed or settings)."""
+
+
+def apply_point(params: Params, point: dict[str, float]) -> Params:
+    """Params with a search point applied (class weights, data ratio, learning rate)."""
+    p = copy.deepcopy(params)
+    w = list(p.train.class_weights)
+    for i, key in enumerate(("w_muscle", "w_sat", "w_vat"), start=1):
+        if key in point:
+            w[i] = float(point[key])
+    p.train.class_weights = (float(w[0]), float(w[1]), float(w[2]), float(w[3]))
+    if "data_ratio" in point:
+        p.train.data_ratio = float(point["data_ratio"])
+    if "log10_lr" in point:
+        p.train.lr = float(10.0 ** point["log10_lr"])
+    return p
+
+
+def baseline_point(params: Params) -> dict[str, float] | None:
+    """The params' own setting as a search point, or None when it lies outside the bounds."""
+    w = params.train.class_weights
+    values = {"w_muscle": w[1], "w_sat": w[2], "w_vat": w[3], "data_ratio": params.train.data_ratio,
+              "log10_lr": math.log10(params.train.lr)}
+    point = {k: float(values[k]) for k in params.optimize.bounds}
+    inside = all(lo <= point[k] <= hi for k, (lo, hi) in params.optimize.bounds.items())
+    return point if inside else None
+
+
+def budget_params(params: Params) -> Params:
+    """Params for one optimisation trial: fewer epochs (and folds / image size, see budget)."""
+    p = copy.deepcopy(params)
+    p.train.epochs = params.optimize.budget.epochs
+    p.train.early_stopping_patience = 0
+    return p
+
+
+def search_signature(params: Params) -> dict[str, Any]:
+    """What must match for a trial log to be resumed."""
+    o = params.optimize
+    return {"bounds": {k: list(v) for k, v in sorted(o.bounds.items())}, "seed": params.seed,
+            "init_points": o.init_points, "acquisition": o.acquisition, "include_baseline": o.include_baseline,
+            "baseline": baseline_point(params) if o.include_baseline else None,
+            "budget": {"epochs": o.budget.epochs, "image_size": o.budget.image_size, "folds": o.budget.folds},
+            "model": params.to_dict()["model"], "base_train": {k: v for k, v in params.to_dict()["train"].items()
+                                                              if k not in ("class_weights", "data_ratio", "lr")}}
+
+
+def read_trials(path: str | Path) -> list[dict[str, Any]]:
+    """Finished trials from a JSON-lines log; a torn last line (interrupted write) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # interrupted while writing the last trial: it will be rerun
+            raise ResumeError(f"{path}: line {i + 1} is not valid JSON") from None
+    return records
+
+
+def append_trial(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one trial and flush it to disk before returning."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def make_optimizer(params: Params) -> BayesianOptimization:
+    o = params.optimize
+    acq = (acquisition.ExpectedImprovement(xi=0.01) if o.acquisition == "ei"
+           else acquisition.UpperConfidenceBound(kappa=2.576))
+    return BayesianOptimization(f=None, pbounds={k: tuple(v) for k, v in o.bounds.items()},
+                                acquisition_function=acq, random_state=params.seed, verbose=0,
+                                allow_duplicate_points=True)
+
+
+Objective = Callable[[Params, dict[str, float]], dict[str, Any]]
+
+
+def cv_objective(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.DataFrame,
+                 progress: bool = True) -> Objective:
+    """Objective of the search: budget-mode cross-validation on the dev folds only (with
+    ``progress``, each trial shows its folds' epoch bars)."""
+    from l3seg_lib.training.crossval import cross_validate
+
+    def objective(params: Params, point: dict[str, float]) -> dict[str, Any]:
+        p = apply_point(budget_params(params), point)
+        res = cross_validate(processed_dir, manifest, split, p, out_dir=None,
+                             image_size=params.optimize.budget.image_size,
+                             folds=params.optimize.budget.folds, label="trial", progress=progress)
+        s = res.slices
+        return {"target": res.mean_fg_dice, **{f"dice_{t}": float(s[f"dice_{t}"].mean()) for t in TISSUES}}
+
+    return objective
+
+
+@dataclass
+class SearchResult:
+    trials: pd.DataFrame
+    best_point: dict[str, float]
+    best_target: float
+    best_params: Params
+    best_params_path: Path | None
+
+
+def run_search(params: Params, objective: Objective, out_dir: str | Path, progress: bool = True,
+               max_new_trials: int | None = None) -> SearchResult:
+    """Run (or resume) the search in ``out_dir``; writes ``trials.jsonl`` and ``best_params.yaml``.
+
+    ``max_new_trials`` stops after that many newly evaluated trials (to test resuming).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / TRIALS_FILE
+    signature = search_signature(params)
+    sig_path = out / "search.json"
+    done = read_trials(log)
+    if sig_path.is_file():
+        if json.loads(sig_path.read_text()) != json.loads(json.dumps(signature)):
+            raise ResumeError(f"{out}: the logged trials were made with other optimisation settings; "
+                              f"use a new folder or restore the settings in search.json")
+    elif done:
+        raise ResumeError(f"{log}: trials exist but search.json is missing; cannot check they belong to this search")
+    sig_path.write_text(json.dumps(signature, indent=2))
+
+    opt = make_optimizer(params)
+    o = params.optimize
+    base = baseline_point(params) if o.include_baseline else None
+    first_random = 1 if base is not None else 0
+    new = 0
+    bar = tqdm(range(o.n_trials), desc="optimise", unit="trial", disable=not progress, mininterval=2.0)
+    for t in bar:
+        if t == 0 and base is not None:
+            point, kind = dict(base), "baseline"
+        elif t < first_random + o.init_points or len(opt.space) == 0:
+            point, kind = opt.random_sample(1)[0], "random"
+        else:
+            point, kind = opt.suggest(), "bayes"
+        point = {k: float(v) for k, v in point.items()}
+        if t < len(done):
+            rec = done[t]
+            if set(rec["params"]) != set(point) or not np.allclose([rec["params"][k] for k in point],
+                                                                    list(point.values()), rtol=1e-9, atol=1e-12):
+                raise ResumeError(f"{log}: trial {t} does not match the replayed suggestion; the log belongs "
+                                  f"to another search")
+            opt.register(rec["params"], rec["target"])
+            continue
+        if max_new_trials is not None and new >= max_new_trials:
+            break
+        t0 = time.perf_counter()
+        result = objective(params, point)
+        rec = {"trial": t, "params": point, "target": float(result["target"]),
+               **{k: v for k, v in result.items() if k != "target"},
+               "kind": kind, "seconds": time.perf_counter() - t0}
+        append_trial(log, rec)
+        done.append(rec)
+        opt.register(point, rec["target"])
+        new += 1
+        bar.set_postfix(dice=f"{rec['target']:.3f}", best=f"{max(r['target'] for r in done):.3f}")
+    bar.close()
+    trials = trials_frame(done)
+    best = max(done, key=lambda r: r["target"]) if done else None
+    best_params = apply_point(params, best["params"]) if best else params
+    path = None
+    if best is not None:
+        path = save_params(best_params, out / BEST_PARAMS_FILE)
+    return SearchResult(trials, best["params"] if best else {}, best["target"] if best else float("nan"),
+                        best_params, path)
+
+
+def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Trials as a table: one column per search parameter, the objective and best-so-far."""
+    if not records:
+        return pd.DataFrame()
+    df = pd.DataFrame([{**{"trial": r["trial"]}, **r["params"], **{k: v for k, v in r.items() if k not in ("params", "trial")}}
+                       for r in records])
+    if "log10_lr" in df.columns:
+        df["lr"] = 10.0 ** df["log10_lr"]
+    df["best_so_far"] = df["target"].cummax()
+    return df
