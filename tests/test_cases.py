@@ -117,13 +117,22 @@ def test_clinical_csv(tmp_path):
     df = read_clinical(path)
     assert df.loc["A", "sex"] == "M" and df.loc["A", "height_m"] == pytest.approx(1.8)
     assert df.loc["A", "bmi"] == pytest.approx(25.0)
-    assert np.isnan(df.loc["B", "bmi"])
-    b = clinical_for("B", df, {"weight_kg": 64.0})
+    assert df.loc["B", "bmi"] is None
+    b = clinical_for("B", df, {"PatientWeight": "64"})
     assert b["weight_kg"] == 64.0 and b["bmi"] == pytest.approx(25.0)  # DICOM weight fills the gap
-    assert clinical_for("C", df) == {"sex": None, "age": None, "height_m": None, "weight_kg": None, "bmi": None}
-    path.write_text("patient_id,height_m\nA,175\n")
-    with pytest.raises(L3SegInputError, match="row 2: height_m = 175.0 is outside .* height_cm"):
-        read_clinical(path)
+    assert b["weight_source"] == "PatientWeight 64 kg" and b["height_source"] == "clin.csv height_cm 160 cm"
+    c = clinical_for("C", df)
+    assert {k: c[k] for k in ("sex", "age", "height_m", "weight_kg", "bmi")} == \
+        {"sex": None, "age": None, "height_m": None, "weight_kg": None, "bmi": None}
+    # the same plausibility rules as for DICOM: a height in cm in the metres column is converted, and says so
+    path.write_text("patient_id,height_m,weight_kg,age\nA,175,70,000\nB,17.5,70000,130\n")
+    df = read_clinical(path)
+    a = clinical_for("A", df)
+    assert a["height_m"] == pytest.approx(1.75) and a["height_source"] == "clin.csv height_m 175 read as cm"
+    b = clinical_for("B", df)
+    assert b["height_m"] is None and "height_m 17.5 not used" in b["height_source"] and b["bmi"] is None
+    assert b["weight_kg"] == pytest.approx(70.0) and b["weight_source"] == "clin.csv weight_kg 70000 read as g"
+    assert b["age"] is None and "130 not used" in b["age_source"]
     path.write_text("patient_id,sex\nA,unknown\n")
     with pytest.raises(L3SegInputError, match="sex 'unknown' is not M/F"):
         read_clinical(path)

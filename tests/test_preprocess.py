@@ -58,13 +58,13 @@ def test_image_padding_is_air_and_inverse_mapping():
 def test_export_processed_round_trip(tmp_path):
     hu, mask = body_phantom(96, 80)
     img = CTImage(hu=hu, spacing_mm=(0.9, 0.9), patient_id="P1", slice_id="s1", source="x.dcm",
-                  meta={"sex": "M", "height_m": 1.8})
+                  meta={"PatientSex": "M", "PatientSize": "1.8"})
     cfg = PreprocessConfig(image_size=64)
     df = export_processed([Case(img, mask, "m.nii.gz")], tmp_path, cfg)
     assert list(df["case_id"]) == ["P1__s1"]
     row = read_processed_manifest(tmp_path).iloc[0]
     assert row["eff_spacing_row_mm"] == pytest.approx(0.9 * 96 / 64)
-    assert row["pad_left"] == 8 and row["sex"] == "M"
+    assert row["pad_left"] == 8 and row["sex"] == "M" and row["height_m"] == pytest.approx(1.8)
     arrays = load_arrays(tmp_path, row)
     assert arrays["image"].shape == (64, 64) and arrays["image"].dtype == np.float32
     assert np.array_equal(arrays["mask_orig"], mask)

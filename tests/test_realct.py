@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from l3seg_lib.data.clinical import clinical_for
 from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.training.finetune import block_folds
@@ -52,7 +53,8 @@ def test_compressed_dicom_series_hu(shared_data):
     fat = body[(body > -200) & (body < -30)]
     assert -120 < np.median(fat) < -70  # fat peak where fat belongs, so the intercept was applied
     single = read_dicom(first)
-    assert single.meta["weight_kg"] == 79.0 and "height_m" not in single.meta
+    clinical = clinical_for(single.patient_id, None, single.meta)
+    assert clinical["weight_kg"] == 79.0 and clinical["height_m"] is None
 
 
 def test_block_folds_keep_a_buffer():

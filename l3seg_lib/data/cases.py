@@ -12,7 +12,7 @@ from l3seg_lib.config import DataConfig
 from l3seg_lib.data.manifest import ManifestEntry, entry_from_row
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTImage, CTVolume, volume_slices
-from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, nifti_voxel_size, read_label_file, remap_labels
+from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, read_mask_for, remap_labels
 from l3seg_lib.imageio.reader import read_image
 
 
@@ -50,17 +50,7 @@ def load_entry(entry: ManifestEntry, data: DataConfig, require_mask: bool = True
 
     masks: np.ndarray | None = None
     if mask_path is not None:
-        raw = read_label_file(mask_path, slices[0])
-        if raw.shape != volume.hu.shape:
-            shown_img = volume.hu.shape if volume.n_slices > 1 else volume.hu.shape[1:]
-            shown_mask = raw.shape if raw.shape[0] > 1 else raw.shape[1:]
-            raise L3SegInputError(mask_path, f"mask shape {shown_mask} does not match image {image_path} shape {shown_img}")
-        voxel = nifti_voxel_size(mask_path)
-        if voxel is not None and not np.allclose(voxel, volume.spacing_mm[1:], rtol=0.01):
-            raise L3SegInputError(
-                mask_path, f"mask voxel size {tuple(round(v, 3) for v in voxel)} mm differs from the image "
-                f"pixel spacing {tuple(round(v, 3) for v in volume.spacing_mm[1:])} mm of {image_path}"
-            )
+        raw = read_mask_for(mask_path, volume)
         masks = remap_labels(raw, label_map_of(data), str(mask_path))
 
     if entry.slice_index is not None:

@@ -155,18 +155,71 @@ def check_pixel_spacing(spacing: tuple[float, ...], source: str) -> None:
             )
 
 
-def check_plausible_hu(hu: np.ndarray, source: str) -> None:
-    """Refuse arrays that are not plausibly HU: an L3 slice always contains air near -1000 HU."""
-    finite = hu[np.isfinite(hu)]
-    if finite.size == 0:
-        raise L3SegInputError(source, "the image contains no finite pixel values")
-    low = float(np.percentile(finite, 0.5))
+def check_same_space(image_affine: np.ndarray, image_shape: tuple[int, ...], other_affine: np.ndarray,
+                     image_source: str, other_source: str) -> None:
+    """Refuse a mask (or label volume) whose grid does not lie on the image's grid.
+
+    Both affines map canonical (col, row, z) indices to RAS mm; ``image_shape`` is the image's
+    (z, rows, cols). The corners of the grid, mapped by either affine, must agree within half a
+    voxel (so origin, direction and spacing all match), as TorchIO's
+    ``Subject.check_consistent_space`` demands of the images of one subject.
+    """
+    nz, nr, nc = image_shape
+    zooms = voxel_sizes(image_affine)
+    tol = 0.5 * float(min(zooms[:2]) if nz == 1 else min(zooms))
+    corners = np.array([[i, j, k, 1.0] for i in (0, nc - 1) for j in (0, nr - 1) for k in (0, nz - 1)]).T
+    a, b = image_affine @ corners, other_affine @ corners
+    dist = float(np.max(np.linalg.norm(a[:3] - b[:3], axis=0)))
+    if dist > tol:
+        def fmt(v):
+            return "(" + ", ".join(f"{x:.1f}" for x in v) + ")"
+        raise L3SegInputError(
+            other_source,
+            f"does not lie in the same space as the image {image_source}: its grid is up to {dist:.1f} mm away "
+            f"(allowed: half a voxel, {tol:.2f} mm). Origin {fmt(other_affine[:3, 3])} vs {fmt(image_affine[:3, 3])} mm, "
+            f"voxel size {fmt(voxel_sizes(other_affine))} vs {fmt(zooms)} mm (RAS). Save the mask with the image's "
+            f"geometry (e.g. from ITK-SNAP or 3D Slicer with the image loaded)."
+        )
+
+
+SOFT_TISSUE_RANGE_HU = (-200.0, 250.0)
+"""Where fat and soft tissue lie; most of a body at L3 is in this range."""
+
+
+def check_plausible_hu(hu: np.ndarray, source: str, ignore: np.ndarray | None = None,
+                       cause_hint: str | None = None) -> None:
+    """Refuse arrays that are not plausibly HU.
+
+    Padding (``ignore``: PixelPaddingValue pixels outside the reconstruction circle) and values
+    below -1024 HU are left out first; then an L3 slice must show air near -1000 HU (the lowest
+    0.5 % of pixels below -700 HU) and a body whose pixels lie mostly in the fat and soft-tissue
+    range (at least 30 % of pixels above -500 HU within -200..250 HU). ``cause_hint`` names the
+    likely cause in the message (e.g. the file's RescaleIntercept).
+    """
+    keep = np.isfinite(hu)
+    if ignore is not None:
+        keep &= ~ignore
+    values = hu[keep]
+    values = values[values >= LOWEST_HU]
+    if values.size == 0:
+        raise L3SegInputError(source, "the image contains no pixel values other than padding")
+    problems = []
+    low = float(np.percentile(values, 0.5))
     if low > -700.0:
+        problems.append(f"the lowest 0.5% of pixels (padding left out) are at {low:.0f}, but a CT slice at L3 "
+                        f"contains air near -1000 HU")
+    body = values[values > -500.0]
+    lo, hi = SOFT_TISSUE_RANGE_HU
+    soft = float(np.mean((body >= lo) & (body <= hi))) if body.size else 0.0
+    if soft < 0.3:
+        problems.append(f"only {soft:.0%} of the body pixels lie in the fat and soft-tissue range "
+                        f"{lo:.0f}..{hi:.0f} HU")
+    if problems:
         raise L3SegInputError(
             source,
-            f"values do not look like HU: the lowest 0.5% of pixels are at {low:.0f}, but a CT slice at L3 "
-            f"contains air near -1000 HU (missing or wrong RescaleIntercept? raw stored values?). "
-            f"Set data.check_hu: false only if the field of view truly contains no air.",
+            "values do not look like HU: " + "; ".join(problems) + ". "
+            + (cause_hint or "Missing or wrong RescaleIntercept? Raw stored values?")
+            + " Set data.check_hu: false (--no-hu-check) only if the field of view truly contains no air.",
         )
 
 

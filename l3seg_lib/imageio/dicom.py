@@ -1,19 +1,48 @@
-"""DICOM CT files and series (pydicom) -> HU in the canonical orientation of :mod:`.ct`."""
+"""DICOM CT files, series folders and enhanced multi-frame CT (pydicom) -> HU in the canonical
+orientation of :mod:`.ct`.
+
+Pixel data of every transfer syntax CT exports use is decoded by pydicom with permissively
+licensed plugins installed with l3seg: python-gdcm (JPEG baseline / extended / lossless, JPEG-LS,
+JPEG 2000), pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K); RLE, deflate and the
+uncompressed syntaxes natively.
+
+A series folder may hold more than the axial CT images: localizers (scouts), dose reports,
+secondary captures and other series are skipped and listed (``volume.meta["skipped"]``). When
+several axial CT series are eligible, :func:`choose_series` picks one by a documented rule.
+Duplicate positions, uneven spacing and gantry tilt are reported in ``volume.meta["series_notes"]``.
+"""
 
 from __future__ import annotations
 
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 import pydicom.errors
+from pydicom.uid import UID
 
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.imageio.ct import (LOWEST_HU, MAX_AXIAL_TILT_DEG, CTImage, CTVolume, voxel_sizes, canonicalize,
-                                  check_pixel_spacing, check_plausible_hu)
+from l3seg_lib.imageio.ct import (LOWEST_HU, MAX_AXIAL_TILT_DEG, CTImage, CTVolume, canonicalize,
+                                  check_pixel_spacing, check_plausible_hu, voxel_sizes)
 
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+"""SOP classes of (multi-frame) secondary capture images."""
+DOSE_REPORT_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.67": "X-Ray Radiation Dose SR",
+                       "1.2.840.10008.5.1.4.1.1.88.68": "Radiopharmaceutical Radiation Dose SR"}
+ENHANCED_CT_CLASSES = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+"""Enhanced CT and Legacy Converted Enhanced CT Image Storage (multi-frame, functional groups)."""
+SHARP_KERNEL = re.compile(r"BONE|LUNG|SHARP|EDGE|DETAIL|\b[BI]R?([5-9]\d)|\bFC(5\d|8\d)|\bYC|\bYD", re.I)
+"""Reconstruction kernels for bone or lung (not soft tissue)."""
+TILT_NOTE_DEG = 0.5
+"""Gantry tilt above this is reported."""
+
+
+# --------------------------------------------------------------------------------------------
+# reading headers
 
 
 def _dcmread(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
@@ -21,7 +50,7 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except pydicom.errors.InvalidDicomError as exc:
         raise L3SegInputError(path, f"not a DICOM file ({exc})") from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise L3SegInputError(path, f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})") from None
 
 
@@ -32,46 +61,29 @@ def _require(ds: pydicom.Dataset, keyword: str, path: Path, why: str) -> Any:
     return value
 
 
-def _dicom_meta(ds: pydicom.Dataset) -> dict[str, Any]:
+DICOM_META_KEYWORDS = ("PatientSex", "PatientAge", "PatientSize", "PatientWeight", "StudyDate", "SeriesDescription",
+                       "SeriesNumber", "KVP", "ConvolutionKernel", "Manufacturer", "SliceThickness",
+                       "ContrastBolusAgent", "ContrastBolusRoute", "ImageType")
+
+
+def dicom_meta(ds: pydicom.Dataset) -> dict[str, Any]:
+    """Patient and acquisition attributes as written in the file (strings; interpreted, with
+    plausibility rules, by :mod:`l3seg_lib.data.clinical`)."""
     meta: dict[str, Any] = {}
-    sex = str(ds.get("PatientSex", "") or "").strip().upper()
-    if sex in ("M", "F"):
-        meta["sex"] = sex
-    age = str(ds.get("PatientAge", "") or "").strip()
-    if len(age) == 4 and age[:3].isdigit() and age[3] in "YMWD":
-        factor = {"Y": 1.0, "M": 1 / 12, "W": 1 / 52.18, "D": 1 / 365.25}[age[3]]
-        meta["age"] = round(int(age[:3]) * factor, 2)
-    for keyword, key in (("PatientSize", "height_m"), ("PatientWeight", "weight_kg")):
+    for keyword in DICOM_META_KEYWORDS:
         value = ds.get(keyword)
-        if value not in (None, ""):
-            try:
-                if float(value) > 0:
-                    meta[key] = float(value)
-            except (TypeError, ValueError):
-                pass
-    for keyword in ("StudyDate", "SeriesDescription", "KVP", "ConvolutionKernel", "Manufacturer"):
-        value = ds.get(keyword)
-        if value not in (None, ""):
-            meta[keyword] = str(value)
+        if value is None or value == "":
+            continue
+        meta[keyword] = "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
     return meta
 
 
-def _dicom_geometry(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
-    """Row cosine, column cosine, position and (row, col) spacing; raises if not axial."""
-    spacing = _require(ds, "PixelSpacing", path, "needed to compute areas in cm2")
-    try:
-        row_mm, col_mm = (float(spacing[0]), float(spacing[1]))
-    except (TypeError, ValueError, IndexError):
-        raise L3SegInputError(path, f"PixelSpacing {spacing!r} is not two numbers") from None
-    check_pixel_spacing((row_mm, col_mm), str(path))
-    iop = _require(ds, "ImageOrientationPatient", path, "needed to confirm the slice is axial")
-    ipp = ds.get("ImagePositionPatient") or [0.0, 0.0, float(ds.get("SliceLocation", 0.0) or 0.0)]
+def _orientation(iop: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         row_cos = np.array([float(v) for v in iop[:3]])
         col_cos = np.array([float(v) for v in iop[3:6]])
-        position = np.array([float(v) for v in ipp[:3]])
-    except (TypeError, ValueError):
-        raise L3SegInputError(path, f"ImageOrientationPatient {iop!r} or ImagePositionPatient is malformed") from None
+    except (TypeError, ValueError, IndexError):
+        raise L3SegInputError(path, f"ImageOrientationPatient {iop!r} is malformed") from None
     normal = np.cross(row_cos, col_cos)
     norm = np.linalg.norm(normal)
     if norm < 0.5:
@@ -83,7 +95,25 @@ def _dicom_geometry(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.nda
             path, f"not an axial slice: the slice normal is {tilt:.0f} degrees from the body axis "
             f"(looks {plane}); body composition at L3 needs an axial slice"
         )
-    return row_cos, col_cos, position, (row_mm, col_mm)
+    return row_cos, col_cos
+
+
+def _spacing(value: Any, path: Path) -> tuple[float, float]:
+    if value is None or value == "":
+        raise L3SegInputError(path, "missing PixelSpacing (needed to compute areas in cm2)")
+    try:
+        row_mm, col_mm = (float(value[0]), float(value[1]))
+    except (TypeError, ValueError, IndexError):
+        raise L3SegInputError(path, f"PixelSpacing {value!r} is not two numbers") from None
+    check_pixel_spacing((row_mm, col_mm), str(path))
+    return row_mm, col_mm
+
+
+def _position(value: Any, path: Path) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in value[:3]])
+    except (TypeError, ValueError, IndexError):
+        raise L3SegInputError(path, f"ImagePositionPatient {value!r} is malformed") from None
 
 
 def dicom_affine(row_cos, col_cos, position, spacing, slice_vector) -> np.ndarray:
@@ -97,49 +127,193 @@ def dicom_affine(row_cos, col_cos, position, spacing, slice_vector) -> np.ndarra
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def _dicom_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+# --------------------------------------------------------------------------------------------
+# what a file is
+
+
+def skip_reason(ds: pydicom.Dataset) -> str | None:
+    """Why a DICOM object is not an axial CT image to measure (None when it is one)."""
+    sop = str(ds.get("SOPClassUID", "") or "")
     modality = str(ds.get("Modality", "") or "").strip()
-    if not modality:
-        raise L3SegInputError(path, "missing Modality; cannot confirm the image is CT")
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if sop in DOSE_REPORT_CLASSES or (modality == "SR" and "DOSE" in str(ds.get("SeriesDescription", "")).upper()):
+        return f"dose report ({DOSE_REPORT_CLASSES.get(sop, 'structured report')}), not an image"
+    if sop.startswith(SECONDARY_CAPTURE_PREFIX):
+        return "secondary capture (a screenshot or derived picture), not a CT image in HU"
+    if "Rows" not in ds or "Columns" not in ds:  # works on headers read without the pixel data
+        name = UID(sop).name if sop else "unknown SOP class"
+        return f"no image ({modality or 'no modality'} {name})"
+    if "LOCALIZER" in image_type or "SCOUT" in str(ds.get("SeriesDescription", "")).upper():
+        return "localizer (scout) image"
     if modality != "CT":
-        raise L3SegInputError(path, f"wrong modality {modality!r}: body composition in HU needs a CT image")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise L3SegInputError(path, "multi-frame (enhanced) DICOM is not supported; export single-frame slices")
+        return f"wrong modality {modality!r}: body composition in HU needs a CT image" if modality else \
+            "missing Modality; cannot confirm the image is CT"
+    iop = ds.get("ImageOrientationPatient")
+    if iop is not None:
+        try:
+            _orientation(iop, Path("-"))
+        except L3SegInputError as exc:
+            if "not an axial slice" in exc.problem:
+                return exc.problem
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# pixel data -> HU
+
+
+def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    """The stored pixel values, (rows, cols) or (frames, rows, cols); a clear error naming the
+    transfer syntax when it cannot be decoded."""
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise L3SegInputError(path, "colour DICOM (SamplesPerPixel > 1) is not a CT image in HU")
-    for keyword in ("RescaleSlope", "RescaleIntercept"):
-        _require(ds, keyword, path, "HU must come from RescaleSlope and RescaleIntercept")
     if "PixelData" not in ds:
         raise L3SegInputError(path, "the file has no pixel data")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for undecodable data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
-        raise L3SegInputError(
-            path, f"pixel data cannot be decoded (transfer syntax {name}): {exc}. "
-            f"Compressed DICOM needs pylibjpeg with pylibjpeg-openjpeg (installed with l3seg)"
-        ) from None
+        need = ""
+        try:
+            from pydicom.pixels import get_decoder
+
+            missing = get_decoder(syntax).missing_dependencies if syntax else []
+            if missing:
+                need = f"; a decoder needs: {'; '.join(missing)}"
+        except (NotImplementedError, ValueError, TypeError):
+            need = "; pydicom has no decoder for this transfer syntax"
+        raise L3SegInputError(path, f"pixel data cannot be decoded (transfer syntax {name}): {exc}{need}") from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
     expected = (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)))
+    expected = (frames, *expected) if frames > 1 else expected
     if stored.shape != expected:
-        raise L3SegInputError(path, f"pixel data shape {stored.shape} does not match Rows x Columns {expected}")
-    hu = pydicom.pixels.apply_rescale(stored, ds).astype(np.float32)
-    return hu
+        raise L3SegInputError(path, f"pixel data shape {stored.shape} does not match the header {expected}")
+    return stored
+
+
+def padding_mask(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray | None:
+    """Pixels marked as padding (outside the reconstruction circle) by PixelPaddingValue, or the
+    range PixelPaddingValue..PixelPaddingRangeLimit; None when the file declares no padding."""
+    value = ds.get("PixelPaddingValue")
+    if value is None:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    lo, hi = (int(value), int(value)) if limit is None else sorted((int(value), int(limit)))
+    mask = (stored >= lo) & (stored <= hi)
+    return mask if mask.any() else None
+
+
+def _rescale(item: Any, path: Path) -> tuple[float, float]:
+    slope = _require(item, "RescaleSlope", path, "HU must come from RescaleSlope and RescaleIntercept")
+    intercept = _require(item, "RescaleIntercept", path, "HU must come from RescaleSlope and RescaleIntercept")
+    try:
+        return float(slope), float(intercept)
+    except (TypeError, ValueError):
+        raise L3SegInputError(path, f"RescaleSlope {slope!r} or RescaleIntercept {intercept!r} is not a number") from None
+
+
+def _intercept_hint(intercepts: set[float]) -> str:
+    shown = ", ".join(f"{v:g}" for v in sorted(intercepts))
+    return (f"Likely cause: a wrong RescaleIntercept (the file says {shown}; CT stored as unsigned values "
+            f"usually needs -1024) or raw values exported without rescaling.")
+
+
+# --------------------------------------------------------------------------------------------
+# one slice of a series: a single-frame file or one frame of an enhanced multi-frame file
+
+
+@dataclass
+class _Slice:
+    path: Path
+    header: pydicom.Dataset
+    frame: int | None
+    """Frame index in an enhanced multi-frame file; None for a single-frame file."""
+    row_cos: np.ndarray
+    col_cos: np.ndarray
+    position: np.ndarray
+    spacing: tuple[float, float]
+    slope: float
+    intercept: float
+    thickness: float | None
+    instance: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame + 1}"
+
+
+def _single_frame_slice(path: Path, ds: pydicom.Dataset) -> _Slice:
+    row_cos, col_cos = _orientation(_require(ds, "ImageOrientationPatient", path, "needed to confirm the slice is axial"),
+                                    path)
+    ipp = ds.get("ImagePositionPatient") or [0.0, 0.0, float(ds.get("SliceLocation", 0.0) or 0.0)]
+    slope, intercept = _rescale(ds, path)
+    thickness = ds.get("SliceThickness")
+    return _Slice(path, ds, None, row_cos, col_cos, _position(ipp, path), _spacing(ds.get("PixelSpacing"), path),
+                  slope, intercept, float(thickness) if thickness not in (None, "") else None,
+                  int(ds.get("InstanceNumber", 0) or 0))
+
+
+def _functional_group(ds: pydicom.Dataset, frame: int, sequence: str) -> Any:
+    """Item of a functional-group ``sequence`` for one frame: per-frame first, then shared."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and frame < len(per) and sequence in per[frame] and len(per[frame][sequence].value):
+        return per[frame][sequence][0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared is not None and len(shared) and sequence in shared[0] and len(shared[0][sequence].value):
+        return shared[0][sequence][0]
+    return None
+
+
+def _enhanced_slices(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
+    """One slice per frame of an enhanced (multi-frame) CT, from its functional groups."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    out = []
+    for i in range(n):
+        where = f"{path} frame {i + 1}"
+        plane = _functional_group(ds, i, "PlaneOrientationSequence")
+        pos = _functional_group(ds, i, "PlanePositionSequence")
+        measures = _functional_group(ds, i, "PixelMeasuresSequence")
+        if plane is None or pos is None or measures is None:
+            raise L3SegInputError(path, f"frame {i + 1}: the functional groups lack plane orientation, position "
+                                        f"or pixel measures")
+        row_cos, col_cos = _orientation(plane.ImageOrientationPatient, Path(where))
+        transform = _functional_group(ds, i, "PixelValueTransformationSequence") or ds
+        slope, intercept = _rescale(transform, path)
+        thickness = measures.get("SliceThickness")
+        out.append(_Slice(path, ds, i, row_cos, col_cos, _position(pos.ImagePositionPatient, path),
+                          _spacing(measures.get("PixelSpacing"), path), slope, intercept,
+                          float(thickness) if thickness not in (None, "") else None, i + 1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# single files
 
 
 def read_dicom(path: str | Path, check_hu: bool = True) -> CTImage:
-    """Read one axial CT DICOM file to HU (RescaleSlope/RescaleIntercept), canonical orientation."""
+    """Read one axial single-frame CT DICOM file to HU (RescaleSlope/RescaleIntercept), canonical
+    orientation. Padding pixels (PixelPaddingValue) become -1024 HU."""
     path = Path(path)
     if not path.is_file():
         raise L3SegInputError(path, "file not found")
     ds = _dcmread(path)
-    row_cos, col_cos, position, spacing = _dicom_geometry(ds, path)
-    hu = _dicom_hu(ds, path)
+    reason = skip_reason(ds)
+    if reason is not None:
+        raise L3SegInputError(path, reason)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise L3SegInputError(path, "multi-frame (enhanced) CT: read it as a volume (read_image / read_dicom_volume)")
+    sl = _single_frame_slice(path, ds)
+    stored = _decode(ds, path)
+    pad = padding_mask(ds, stored)
+    hu = (stored.astype(np.float32) * sl.slope + sl.intercept).astype(np.float32)
     if check_hu:
-        check_plausible_hu(hu, str(path))
-    hu = np.maximum(hu, LOWEST_HU)  # padding outside the reconstruction circle -> air
-    thickness = float(ds.get("SliceThickness", 1.0) or 1.0)
-    affine = dicom_affine(row_cos, col_cos, position, spacing, np.cross(row_cos, col_cos) * thickness)
+        check_plausible_hu(hu, str(path), pad, _intercept_hint({sl.intercept}))
+    if pad is not None:
+        hu[pad] = LOWEST_HU
+    hu = np.maximum(hu, LOWEST_HU)  # outside the reconstruction circle -> air
+    affine = dicom_affine(sl.row_cos, sl.col_cos, sl.position, sl.spacing,
+                          np.cross(sl.row_cos, sl.col_cos) * (sl.thickness or 1.0))
     xyz, can_affine, transform = canonicalize(hu.T[:, :, None], affine, str(path))
     zooms = voxel_sizes(can_affine)
     return CTImage(
@@ -149,10 +323,16 @@ def read_dicom(path: str | Path, check_hu: bool = True) -> CTImage:
         slice_id=str(ds.get("SOPInstanceUID", "") or path.stem),
         source=str(path),
         affine=can_affine,
-        slice_location_mm=float(position[2]),
+        slice_location_mm=float(sl.position[2]),
         stored_transform=transform,
-        meta=_dicom_meta(ds),
+        meta=dicom_meta(ds),
     )
+
+
+def is_multiframe(path: str | Path) -> bool:
+    """Whether a DICOM file holds several frames (an enhanced CT volume)."""
+    ds = _dcmread(Path(path), stop_before_pixels=True)
+    return int(ds.get("NumberOfFrames", 1) or 1) > 1
 
 
 def list_dicom_files(folder: str | Path) -> list[Path]:
@@ -170,80 +350,219 @@ def list_dicom_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str | None = None) -> CTVolume:
-    """Read an axial CT series folder, slices sorted by ImagePositionPatient (inferior first)."""
+# --------------------------------------------------------------------------------------------
+# series
+
+
+@dataclass
+class SeriesCandidate:
+    """One eligible axial CT series in a folder (or one enhanced multi-frame file)."""
+
+    uid: str
+    files: list[tuple[Path, pydicom.Dataset]]
+
+    @property
+    def first(self) -> pydicom.Dataset:
+        return self.files[0][1]
+
+    @property
+    def n_slices(self) -> int:
+        return sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in self.files)
+
+    @property
+    def description(self) -> str:
+        ds = self.first
+        parts = [f"series {ds.get('SeriesNumber', '?')}", str(ds.get("SeriesDescription", "") or "").strip(),
+                 f"kernel {ds.get('ConvolutionKernel', '?')}", f"{self.thickness or '?'} mm",
+                 f"{self.n_slices} slices"]
+        return ", ".join(p for p in parts if p)
+
+    @property
+    def thickness(self) -> float | None:
+        value = self.first.get("SliceThickness")
+        if value in (None, ""):
+            groups = self.first.get("SharedFunctionalGroupsSequence")
+            try:
+                value = groups[0].PixelMeasuresSequence[0].SliceThickness
+            except (TypeError, AttributeError, IndexError, KeyError):
+                return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    def rank(self) -> tuple:
+        """Sort key of :func:`choose_series` (smaller is preferred)."""
+        ds = self.first
+        image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+        derived = bool(image_type) and image_type[0] != "ORIGINAL"
+        kernel = f"{ds.get('ConvolutionKernel', '')} {ds.get('SeriesDescription', '')}"
+        sharp = bool(SHARP_KERNEL.search(kernel))
+        t = self.thickness
+        usual = t is not None and 2.0 <= t <= 5.0
+        return (derived, sharp, not usual, -self.n_slices, int(ds.get("SeriesNumber", 0) or 0), self.uid)
+
+
+SERIES_RULE = ("original images before derived ones; soft-tissue kernels before bone or lung kernels; "
+               "slice thickness 2-5 mm before thinner or thicker; then the most slices; then the lowest SeriesNumber")
+"""How :func:`choose_series` picks one series among several eligible ones (documented in the README)."""
+
+
+def scan_folder(folder: str | Path) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
+    """The eligible axial CT series in a folder, and the files skipped with the reason."""
     folder = Path(folder)
     files = list_dicom_files(folder)
     if not files:
         raise L3SegInputError(folder, "contains no DICOM files")
-    headers = [(p, _dcmread(p, stop_before_pixels=True)) for p in files]
-    by_series: dict[str, list] = {}
-    for p, ds in headers:
-        by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
+    by_series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    skipped: list[tuple[str, str]] = []
+    for p in files:
+        try:
+            ds = _dcmread(p, stop_before_pixels=True)
+        except L3SegInputError as exc:
+            skipped.append((p.name, exc.problem))
+            continue
+        reason = skip_reason(ds)
+        if reason is not None:
+            skipped.append((p.name, reason))
+            continue
+        key = str(ds.get("SeriesInstanceUID", "") or "")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            key = f"{key}/{p.name}"  # each enhanced file is a volume of its own
+        by_series.setdefault(key, []).append((p, ds))
+    candidates = [SeriesCandidate(uid, items) for uid, items in by_series.items()]
+    return candidates, skipped
+
+
+def choose_series(candidates: list[SeriesCandidate]) -> tuple[SeriesCandidate, list[tuple[str, str]]]:
+    """The series to measure among eligible ones (:data:`SERIES_RULE`) and the others, listed."""
+    ranked = sorted(candidates, key=SeriesCandidate.rank)
+    chosen = ranked[0]
+    others = [(f"{len(c.files)} file(s) of {c.description}",
+               f"another eligible series; chose {chosen.description} ({SERIES_RULE})") for c in ranked[1:]]
+    return chosen, others
+
+
+def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str | None = None) -> CTVolume:
+    """Read the axial CT series of a folder (see the module docstring), slices sorted by
+    ImagePositionPatient (inferior first)."""
+    folder = Path(folder)
+    candidates, skipped = scan_folder(folder)
+    if not candidates:
+        listing = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
+        raise L3SegInputError(folder, f"holds no axial CT image series ({listing})")
     if series_uid is not None:
-        if series_uid not in by_series:
-            raise L3SegInputError(folder, f"series {series_uid} not found; present: {sorted(by_series)}")
-        chosen = by_series[series_uid]
-    elif len(by_series) > 1:
-        listing = "; ".join(
-            f"{uid} ({len(v)} files, {v[0][1].get('SeriesDescription', '')!s})" for uid, v in by_series.items()
-        )
-        raise L3SegInputError(folder, f"holds {len(by_series)} series, put each in its own folder: {listing}")
+        match = [c for c in candidates if c.uid == series_uid or c.uid.split("/")[0] == series_uid]
+        if not match:
+            raise L3SegInputError(folder, f"series {series_uid} not found; present: {sorted(c.uid for c in candidates)}")
+        chosen, others = match[0], []
     else:
-        chosen = next(iter(by_series.values()))
+        chosen, others = choose_series(candidates)
+    slices: list[_Slice] = []
+    for p, ds in chosen.files:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            slices += _enhanced_slices(p, _dcmread(p))
+        else:
+            slices.append(_single_frame_slice(p, ds))
+    return _assemble(folder, slices, check_hu, skipped + others)
 
-    geoms = []
-    for p, ds in chosen:
-        geoms.append((p, ds, *_dicom_geometry(ds, p)))
-    ref = geoms[0]
-    for p, ds, row_cos, col_cos, _, spacing in geoms[1:]:
-        if (ds.get("Rows"), ds.get("Columns")) != (ref[1].get("Rows"), ref[1].get("Columns")):
-            raise L3SegInputError(p, f"size {ds.get('Rows')}x{ds.get('Columns')} differs from {ref[0].name} in the same series")
-        if not (np.allclose(row_cos, ref[2], atol=1e-3) and np.allclose(col_cos, ref[3], atol=1e-3)):
-            raise L3SegInputError(p, f"ImageOrientationPatient differs from {ref[0].name} in the same series")
-        if not np.allclose(spacing, ref[5], rtol=1e-3):
-            raise L3SegInputError(p, f"PixelSpacing {spacing} differs from {ref[0].name} {ref[5]}")
-    normal = np.cross(ref[2], ref[3])
-    order = sorted(range(len(geoms)), key=lambda i: float(geoms[i][4] @ normal))
-    geoms = [geoms[i] for i in order]
-    positions = np.array([g[4] for g in geoms])
-    dist = positions @ normal
-    if len(geoms) > 1:
-        gaps = np.diff(dist)
-        if np.any(gaps < 1e-3):
-            dup = geoms[int(np.argmin(gaps)) + 1][0]
-            raise L3SegInputError(dup, "has the same ImagePositionPatient as another slice of the series")
-        step = (positions[-1] - positions[0]) / (len(geoms) - 1)
+
+def read_dicom_volume(path: str | Path, check_hu: bool = True) -> CTVolume:
+    """Read an enhanced (multi-frame) CT file as a volume."""
+    path = Path(path)
+    ds = _dcmread(path)
+    reason = skip_reason(ds)
+    if reason is not None:
+        raise L3SegInputError(path, reason)
+    return _assemble(path, _enhanced_slices(path, ds), check_hu, [])
+
+
+def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[tuple[str, str]]) -> CTVolume:
+    """Sort, check and stack slices into a canonical volume; report what was odd."""
+    notes: list[str] = []
+    ref = slices[0]
+    for s in slices[1:]:
+        if (s.header.get("Rows"), s.header.get("Columns")) != (ref.header.get("Rows"), ref.header.get("Columns")):
+            raise L3SegInputError(s.path, f"size {s.header.get('Rows')}x{s.header.get('Columns')} differs from "
+                                          f"{ref.name} in the same series")
+        if not (np.allclose(s.row_cos, ref.row_cos, atol=1e-3) and np.allclose(s.col_cos, ref.col_cos, atol=1e-3)):
+            raise L3SegInputError(s.path, f"ImageOrientationPatient differs from {ref.name} in the same series")
+        if not np.allclose(s.spacing, ref.spacing, rtol=1e-3):
+            raise L3SegInputError(s.path, f"PixelSpacing {s.spacing} differs from {ref.name} {ref.spacing}")
+    normal = np.cross(ref.row_cos, ref.col_cos)
+    slices = sorted(slices, key=lambda s: (float(s.position @ normal), s.instance))
+    # duplicate positions: keep the first (lowest InstanceNumber), report the others
+    kept, dropped = [slices[0]], []
+    for s in slices[1:]:
+        if abs(float((s.position - kept[-1].position) @ normal)) < 1e-3:
+            dropped.append(s)
+        else:
+            kept.append(s)
+    if dropped:
+        notes.append(f"{len(dropped)} slice(s) at duplicate positions left out (kept the lowest InstanceNumber): "
+                     + ", ".join(s.name for s in dropped[:5]))
+        skipped = skipped + [(s.name, "duplicate ImagePositionPatient; another slice at this position is used")
+                             for s in dropped]
+    slices = kept
+    positions = np.array([s.position for s in slices])
+    if len(slices) > 1:
+        gaps = np.diff(positions @ normal)
+        step = (positions[-1] - positions[0]) / (len(slices) - 1)
         if np.ptp(gaps) > 0.1 * np.median(gaps) + 0.01:
-            warnings.warn(f"{folder}: slices are unevenly spaced ({gaps.min():.2f}-{gaps.max():.2f} mm); "
-                          f"slice positions are kept per slice", stacklevel=2)
+            notes.append(f"uneven slice spacing {gaps.min():.2f}-{gaps.max():.2f} mm; slice positions are kept per slice")
+            warnings.warn(f"{source}: slices are unevenly spaced ({gaps.min():.2f}-{gaps.max():.2f} mm)", stacklevel=2)
+        stack_dir = step / max(np.linalg.norm(step), 1e-9)
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(float(stack_dir @ normal))))))
+        if tilt > TILT_NOTE_DEG:
+            notes.append(f"gantry tilt {tilt:.1f} degrees (slices are sheared; areas are measured in each slice's plane)")
     else:
-        step = normal * float(ref[1].get("SliceThickness", 1.0) or 1.0)
+        step = normal * (ref.thickness or 1.0)
+    body_tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / np.linalg.norm(normal)))))
+    if body_tilt > TILT_NOTE_DEG:
+        notes.append(f"slices oblique by {body_tilt:.1f} degrees to the body axis")
 
-    slices = []
-    for p, _, *_ in geoms:
-        ds = _dcmread(p)
-        hu = _dicom_hu(ds, p)
-        if check_hu:
-            check_plausible_hu(hu, str(p))
-        slices.append(np.maximum(hu, LOWEST_HU))
-    stack = np.stack([s.T for s in slices], axis=-1)  # stored (col, row, slice)
-    affine = dicom_affine(ref[2], ref[3], positions[0], ref[5], step)
-    xyz, can_affine, transform = canonicalize(stack, affine, str(folder))
+    hus, pads = [], []
+    decoded: dict[Path, np.ndarray] = {}
+    datasets: dict[Path, pydicom.Dataset] = {}
+    for s in slices:
+        if s.frame is None:
+            ds = _dcmread(s.path)
+            stored = _decode(ds, s.path)
+        else:
+            if s.path not in decoded:
+                datasets[s.path] = s.header if "PixelData" in s.header else _dcmread(s.path)
+                decoded[s.path] = _decode(datasets[s.path], s.path)
+            ds, stored = datasets[s.path], decoded[s.path][s.frame]
+        pad = padding_mask(ds, stored)
+        hus.append((stored.astype(np.float32) * s.slope + s.intercept).astype(np.float32))
+        pads.append(np.zeros(stored.shape, bool) if pad is None else pad)
+    hu, pad = np.stack(hus), np.stack(pads)
+    if check_hu:
+        check_plausible_hu(hu, str(source), pad, _intercept_hint({s.intercept for s in slices}))
+    hu[pad] = LOWEST_HU
+    hu = np.maximum(hu, LOWEST_HU)
+    stack = np.ascontiguousarray(hu.transpose(2, 1, 0))  # stored (col, row, slice)
+    affine = dicom_affine(ref.row_cos, ref.col_cos, positions[0], ref.spacing, step)
+    xyz, can_affine, transform = canonicalize(stack, affine, str(source))
     if transform[2, 1] < 0:  # slices were stored superior -> inferior along the canonical axis
-        geoms = geoms[::-1]
+        slices = slices[::-1]
     zooms = voxel_sizes(can_affine)
-    first = geoms[0][1]
+    first = slices[0].header
+    meta = dicom_meta(first)
+    meta["skipped"] = [{"file": name, "reason": why} for name, why in skipped]
+    meta["series_notes"] = notes
+    uid = str(first.get("SeriesInstanceUID", "") or "")
     return CTVolume(
         hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),
         spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
-        patient_id=str(first.get("PatientID", "") or folder.name),
-        source=str(folder),
+        patient_id=str(first.get("PatientID", "") or (source.name if source.is_dir() else source.stem)),
+        source=str(source),
         affine=can_affine,
-        slice_ids=[str(g[1].get("SOPInstanceUID", "") or g[0].stem) for g in geoms],
-        slice_locations_mm=[float(g[4][2]) for g in geoms],
+        slice_ids=[str(s.header.get("SOPInstanceUID", "") or s.path.stem) if s.frame is None
+                   else f"{s.header.get('SOPInstanceUID', s.path.stem)}#{s.frame + 1}" for s in slices],
+        slice_locations_mm=[float(s.position[2]) for s in slices],
         stored_transform=_in_plane(transform),
-        meta=_dicom_meta(first),
+        meta={**meta, "SeriesInstanceUID": uid},
     )
 
 
@@ -252,5 +571,3 @@ def _in_plane(transform: np.ndarray) -> np.ndarray:
     t = transform.copy()
     t[2] = (2, 1)
     return t
-
-

@@ -15,7 +15,7 @@ import numpy as np
 
 from l3seg_lib.config import CLASS_NAMES
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.imageio.ct import CTImage, canonicalize
+from l3seg_lib.imageio.ct import CTImage, CTVolume, canonicalize, check_same_space, voxel_sizes
 from l3seg_lib.imageio.nifti import load_nifti
 from l3seg_lib.imageio.png import read_png_array
 
@@ -189,19 +189,20 @@ def read_tag(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarr
 # label files paired with images
 
 
-def read_label_file(path: str | Path, image: CTImage | None = None) -> np.ndarray:
-    """Read raw label values in canonical orientation: (z, rows, cols).
+def read_label_volume(path: str | Path, image: CTImage | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw label values in canonical orientation (z, rows, cols) and, for NIfTI, the canonical
+    affine (None for PNG and ``.tag``, which carry no geometry).
 
-    NIfTI is reoriented with its own affine; PNG and ``.tag`` masks carry no geometry and are
-    taken to be in the paired image's stored pixel order.
+    NIfTI is reoriented with its own affine; PNG and ``.tag`` masks are taken to be in the
+    paired image's stored pixel order.
     """
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         data, affine = load_nifti(path, as_labels=True)
         data = check_integral(data, str(path))
-        xyz, _, _ = canonicalize(data, affine, str(path))
-        return np.ascontiguousarray(xyz.transpose(2, 1, 0))
+        xyz, can_affine, _ = canonicalize(data, affine, str(path))
+        return np.ascontiguousarray(xyz.transpose(2, 1, 0)), can_affine
     if name.endswith(".png"):
         arr = read_png_array(path, "mask")
     elif name.endswith(".tag"):
@@ -216,18 +217,31 @@ def read_label_file(path: str | Path, image: CTImage | None = None) -> np.ndarra
     if arr.ndim == 3:
         if image is not None:
             arr = np.stack([image.stored_to_canonical(a) for a in arr])
-        return arr
+        return arr, None
     if image is not None:
         arr = image.stored_to_canonical(arr)
-    return arr[None]
+    return arr[None], None
 
 
-def nifti_voxel_size(path: str | Path) -> tuple[float, float] | None:
-    """In-plane (row, col) voxel size of a NIfTI file in canonical orientation, or None."""
-    path = Path(path)
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return None
-    data, affine = load_nifti(path, as_labels=True)
-    _, can_affine, _ = canonicalize(np.zeros(data.shape[:3], dtype=np.uint8), affine, str(path))
-    zooms = np.sqrt((can_affine[:3, :3] ** 2).sum(axis=0))
-    return float(zooms[1]), float(zooms[0])
+def read_label_file(path: str | Path, image: CTImage | None = None) -> np.ndarray:
+    """Raw label values in canonical orientation: (z, rows, cols) (see :func:`read_label_volume`)."""
+    return read_label_volume(path, image)[0]
+
+
+def read_mask_for(path: str | Path, volume: CTVolume, what: str = "mask") -> np.ndarray:
+    """Raw labels of a mask paired with ``volume``: same shape, and for NIfTI the same space
+    (:func:`l3seg_lib.imageio.ct.check_same_space`); errors name both files."""
+    raw, affine = read_label_volume(path, volume.slice(0))
+    if raw.shape != volume.hu.shape:
+        shown_img = volume.hu.shape if volume.n_slices > 1 else volume.hu.shape[1:]
+        shown_mask = raw.shape if raw.shape[0] > 1 else raw.shape[1:]
+        raise L3SegInputError(path, f"{what} shape {shown_mask} does not match image {volume.source} shape {shown_img}")
+    if affine is not None:
+        voxel = voxel_sizes(affine)
+        if not np.allclose(voxel[[1, 0]], volume.spacing_mm[1:], rtol=0.01):
+            raise L3SegInputError(
+                path, f"{what} voxel size {tuple(round(float(v), 3) for v in voxel[[1, 0]])} mm differs from the image "
+                f"pixel spacing {tuple(round(v, 3) for v in volume.spacing_mm[1:])} mm of {volume.source}"
+            )
+        check_same_space(volume.affine, volume.hu.shape, affine, volume.source, str(path))
+    return raw

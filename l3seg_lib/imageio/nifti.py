@@ -46,14 +46,15 @@ def read_nifti(path: str | Path, check_hu: bool = True) -> CTVolume:
     """Read a CT NIfTI volume (values in HU) into canonical orientation."""
     path = Path(path)
     data, affine = load_nifti(path)
-    if check_hu:
-        check_plausible_hu(data, str(path))
-    xyz, can_affine, transform = canonicalize(np.maximum(data, LOWEST_HU).astype(np.float32), affine, str(path))
+    xyz, can_affine, transform = canonicalize(data.astype(np.float32), affine, str(path))
     zooms = voxel_sizes(can_affine)
     check_pixel_spacing((zooms[1], zooms[0]), str(path))
     n = xyz.shape[2]
     if 1 in data.shape and n != 1:  # a single slice whose thin axis is not the body axis
         raise L3SegInputError(path, "not an axial slice: the single-slice image is sagittal or coronal")
+    if check_hu:
+        check_plausible_hu(xyz, str(path))
+    xyz = np.maximum(xyz, LOWEST_HU)
     z_world = [float((can_affine @ np.array([0, 0, k, 1.0]))[2]) for k in range(n)]
     return CTVolume(
         hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),

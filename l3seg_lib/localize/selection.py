@@ -12,7 +12,7 @@ import numpy as np
 
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume
-from l3seg_lib.imageio.labels import read_label_file
+from l3seg_lib.imageio.labels import read_mask_for
 
 TOTALSEGMENTATOR_L3 = 29
 """L3 in TotalSegmentator's ``total`` task label map."""
@@ -51,9 +51,6 @@ def choose_slices(volume: CTVolume, slices: list[int] | None = None, vertebra_la
                 raise L3SegInputError(volume.source, f"slice {i} is outside 0..{volume.n_slices - 1}")
         return list(slices)
     if vertebra_labels is not None:
-        labels = read_label_file(vertebra_labels)
-        if labels.shape != volume.hu.shape:
-            raise L3SegInputError(vertebra_labels, f"label volume shape {labels.shape} does not match the image "
-                                                   f"{volume.source} shape {volume.hu.shape}")
+        labels = read_mask_for(vertebra_labels, volume, "vertebra label volume")
         return select_vertebra_slices(labels, vertebra_label, margin, str(vertebra_labels))[1]
     return list(range(volume.n_slices))

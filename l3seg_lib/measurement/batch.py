@@ -21,7 +21,7 @@ from l3seg_lib.config import CompositionConfig
 from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.evaluation.metrics import TISSUES, bland_altman, slice_metrics
-from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_label_file, remap_labels
+from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_mask_for, remap_labels
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
@@ -126,11 +126,9 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
             if ref_path is None:
                 raise L3SegInputError(inp.image, f"no reference mask in {ref_dir} (expected "
                                                 f"{inp.image.name.split('.')[0]} with {', '.join(REFERENCE_SUFFIXES)})")
-            raw = read_label_file(ref_path, volume.slice(0))
+            raw = read_mask_for(ref_path, volume, "reference mask")
             lmap = reference_labels or (SLICE_O_MATIC_TAGS if ref_path.name.endswith(".tag") else IDENTITY_LABEL_MAP)
             ref = remap_labels(raw, lmap, str(ref_path))
-            if ref.shape != volume.hu.shape:
-                raise L3SegInputError(ref_path, f"reference shape {ref.shape} does not match {inp.image} {volume.hu.shape}")
             for i, pred in zip(indices, preds):
                 ms = slice_metrics(pred.labels, ref[i], spacing)
                 validation.append({"patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i, **ms})

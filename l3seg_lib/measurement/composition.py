@@ -234,10 +234,13 @@ def assess(measures: dict[str, Any], clinical: dict[str, Any], cutoffs: str | Cu
         "sex": sex, "height_m": height, "weight_kg": clinical.get("weight_kg"),
         "bmi_kg_m2": None if bmi is None else round(float(bmi), 2),
         "smi_cm2_m2": None if smi is None else round(smi, 2),
+        **{k: clinical[k] for k in ("age_source", "height_source", "weight_source", "bmi_source") if k in clinical},
     }
+    rejected = [str(clinical[k]) for k in ("height_source", "weight_source", "bmi_source")
+                if "not used" in str(clinical.get(k) or "")]
     for key, v in verdicts.items():
         out[key] = {True: "yes", False: "no", None: "not computable"}[v.value]
-        out[f"{key}_reason"] = v.reason
+        out[f"{key}_reason"] = v.reason + (f" ({'; '.join(rejected)})" if v.value is None and rejected else "")
     out["cutoff_set"] = cs.name
     out["cutoff_references"] = "; ".join(cs.references)
     return out
