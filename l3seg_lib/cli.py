@@ -61,7 +61,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
                              check_hu=not args.no_hu_check, max_slices=args.max_slices)
     res = measure_folder(args.folder, args.model, args.out, options)
-    print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} problem(s); "
+    print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
+          f"{len(res.skipped)} file(s) left out of series folders (skipped.csv); "
           f"see {Path(args.out) / 'index.html'} and measurements.csv")
     if len(res.errors):
         print(res.errors[["source", "error"]].to_string(index=False), file=sys.stderr)

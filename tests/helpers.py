@@ -34,9 +34,11 @@ def write_dicom(
     patient_id: str = "P001",
     series_uid: str | None = None,
     drop: tuple[str, ...] = (),
+    stored: np.ndarray | None = None,
     **tags,
 ) -> Path:
-    """Write a single-frame CT DICOM file of ``hu`` (stored as HU + 1024, intercept -1024)."""
+    """Write a single-frame CT DICOM file of ``hu`` (stored as HU + 1024, intercept -1024), or of
+    the given ``stored`` values (int16: signed storage) with the intercept in ``tags``."""
     path = Path(path)
     meta = FileMetaDataset()
     sop = generate_uid()
@@ -63,6 +65,9 @@ def write_dicom(
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
     ds.PixelData = np.clip(np.round(hu) + 1024, 0, 65535).astype(np.uint16).tobytes()
+    if stored is not None:
+        ds.PixelRepresentation = 1 if stored.dtype.kind == "i" else 0
+        ds.PixelData = stored.astype("<i2" if ds.PixelRepresentation else "<u2").tobytes()
     for key, value in tags.items():
         setattr(ds, key, value)
     for key in drop:

@@ -3,8 +3,8 @@ orientation of :mod:`.ct`.
 
 Pixel data of every transfer syntax CT exports use is decoded by pydicom with permissively
 licensed plugins installed with l3seg: python-gdcm (JPEG baseline / extended / lossless, JPEG-LS,
-JPEG 2000), pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K); RLE, deflate and the
-uncompressed syntaxes natively.
+JPEG 2000), pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K), imagecodecs (12-bit JPEG
+Extended, see :mod:`.codecs`); RLE, deflate and the uncompressed syntaxes natively.
 
 A series folder may hold more than the axial CT images: localizers (scouts), dose reports,
 secondary captures and other series are skipped and listed (``volume.meta["skipped"]``). When
@@ -26,6 +26,7 @@ import pydicom.errors
 from pydicom.uid import UID
 
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.imageio import codecs
 from l3seg_lib.imageio.ct import (LOWEST_HU, MAX_AXIAL_TILT_DEG, CTImage, CTVolume, canonicalize,
                                   check_pixel_spacing, check_plausible_hu, voxel_sizes)
 
@@ -39,6 +40,8 @@ SHARP_KERNEL = re.compile(r"BONE|LUNG|SHARP|EDGE|DETAIL|\b[BI]R?([5-9]\d)|\bFC(5
 """Reconstruction kernels for bone or lung (not soft tissue)."""
 TILT_NOTE_DEG = 0.5
 """Gantry tilt above this is reported."""
+
+codecs.register()  # 12-bit JPEG Extended through imagecodecs
 
 
 # --------------------------------------------------------------------------------------------

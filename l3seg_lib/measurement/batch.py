@@ -57,6 +57,8 @@ class MeasureResult:
     validation: pd.DataFrame = field(default_factory=pd.DataFrame)
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)
     out_dir: Path | None = None
+    skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Files inside series folders that were not measured (localizers, dose reports, other series, ...)."""
 
 
 def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: str | Path,
@@ -64,7 +66,8 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     """Segment and measure every input in ``folder``; see the module docstring.
 
     Writes ``measurements.csv`` (one row per patient and slice, units in column names),
-    ``errors.csv``, ``overlays/``, ``patients/<id>.html``, ``index.html`` and, with
+    ``errors.csv`` (inputs refused, with the reason), ``skipped.csv`` (files inside series
+    folders left out, with the reason), ``overlays/``, ``patients/<id>.html``, ``index.html`` and, with
     ``options.reference_dir``, ``validation.csv`` and ``agreement.csv`` (Bland-Altman).
     """
     opt = options or MeasureOptions()
@@ -80,11 +83,14 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     validation: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for inp in tqdm(inputs, desc="measure", unit="input", disable=not progress, mininterval=2.0):
         try:
             volume = read_image(inp.image, check_hu=check_hu and not inp.is_png, **inp.png_kwargs())
             if inp.patient_id:
                 volume.patient_id = inp.patient_id
+            skipped += [{"source": str(inp.image), **item} for item in volume.meta.get("skipped", [])]
+            notes = "; ".join(volume.meta.get("series_notes", []))
             if inp.slice_index is not None:
                 if not 0 <= inp.slice_index < volume.n_slices:
                     raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{volume.n_slices - 1}")
@@ -108,7 +114,8 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
                     "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
                     "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
                     "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
-                    "age_years": clin.get("age"), **verdict, **m, "inference_s": pred.seconds,
+                    "age_years": clin.get("age"), **verdict, **m, "series_notes": notes,
+                    "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
                     "overlay": str(overlay.relative_to(out)),
                 }
                 rows.append(row)
@@ -148,10 +155,12 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
         agreement.to_csv(out / "agreement.csv", index=False)
     table.to_csv(out / "measurements.csv", index=False)
     err.to_csv(out / "errors.csv", index=False)
+    skipped_df = pd.DataFrame(skipped, columns=["source", "file", "reason"])
+    skipped_df.to_csv(out / "skipped.csv", index=False)
     meta = {"model": str(predictor.path), "cutoff_set": cutoffs.name, "cutoff_description": cutoffs.description,
             "citations": cutoffs.citation_text(), "hu_ranges": {k: list(v) for k, v in comp.hu_ranges.items()}}
     if len(table):
         for pid, group in table.groupby("patient_id", sort=True):
             write_patient_html(out / "patients" / f"{safe_name(str(pid))}.html", str(pid), group, out, meta)
-    write_index_html(out / "index.html", table, err, val, agreement, meta)
-    return MeasureResult(table, err, val, agreement, out)
+    write_index_html(out / "index.html", table, err, val, agreement, meta, skipped_df)
+    return MeasureResult(table, err, val, agreement, out, skipped_df)

@@ -46,6 +46,8 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
         "height": _fmt(first.get("height_m"), 2, "m"),
         "weight": _fmt(first.get("weight_kg"), 1, "kg"),
         "bmi": _fmt(first.get("bmi_kg_m2"), 1, "kg/m²"),
+        "notes": [str(first[k]) for k in ("height_source", "weight_source", "age_source", "bmi_source")
+                  if isinstance(first.get(k), str) and ("read as" in first[k] or "not used" in first[k])],
     }
     slices = []
     for _, r in rows.iterrows():
@@ -70,7 +72,8 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
         slices.append({"slice_index": int(r["slice_index"]), "source": r["source"],
                        "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",
                        "image": image, "measures": measures, "verdicts": verdicts,
-                       "calibrated": bool(r.get("hu_calibrated", True))})
+                       "calibrated": bool(r.get("hu_calibrated", True)),
+                       "series_notes": r.get("series_notes") if isinstance(r.get("series_notes"), str) else ""})
     html = _ENV.get_template("patient.html").render(
         title=f"L3 body composition - {patient_id}", patient_id=patient_id, clinical=clinical, slices=slices,
         version=__version__, generated=_now(), **meta)
@@ -80,7 +83,7 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
 
 
 def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
-                     agreement: pd.DataFrame, meta: dict[str, Any]) -> Path:
+                     agreement: pd.DataFrame, meta: dict[str, Any], skipped: pd.DataFrame | None = None) -> Path:
     """Batch overview: one line per slice with links, the errors, and reference agreement."""
     headers = ["Patient", "Slice", "Sex", "SMA (cm²)", "SMI (cm²/m²)", "Muscle HU", "SAT (cm²)", "VAT (cm²)",
                "Sarcopenia", "Myosteatosis", "Visceral obesity"]
@@ -101,7 +104,8 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
     html = _ENV.get_template("index.html").render(
         title="L3 body composition - batch", headers=headers, rows=rows,
         n_rows=len(table), n_patients=table["patient_id"].nunique() if len(table) else 0, n_errors=len(errors),
-        errors=errors.to_dict("records"), validation=val_rows, version=__version__, generated=_now(), **meta)
+        errors=errors.to_dict("records"), validation=val_rows,
+        skipped=[] if skipped is None else skipped.to_dict("records"), version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path
