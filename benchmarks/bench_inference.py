@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from l3seg_lib.config import load_params
-from l3seg_lib.inference.network import build_model, count_parameters
+from l3seg_lib.training.network import build_model, count_parameters
 from l3seg_lib.inference.predictor import Predictor
-from l3seg_lib.inference.checkpoint import save_checkpoint
-from l3seg_lib.inference.device import resolve_device
+from l3seg_lib.training.checkpoint import save_checkpoint
+from l3seg_lib.training.device import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -36,8 +36,9 @@ from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.imageio.dicom import read_dicom_series
 from l3seg_lib.imageio.labels import combine_binary_masks, read_label_file
 from l3seg_lib.imageio.nifti import read_nifti
-from l3seg_lib.inference.checkpoint import load_checkpoint, save_checkpoint
-from l3seg_lib.inference.device import resolve_device
+from l3seg_lib.training.checkpoint import load_checkpoint
+from l3seg_lib.training.export import export_onnx
+from l3seg_lib.training.device import resolve_device
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, select_vertebra_slices
 from l3seg_lib.measurement.composition import measure_slice
@@ -97,16 +98,17 @@ def run_realct(data_dir: str | Path, model: str | Path, out_dir: str | Path, fin
     all_idx = list(range(volume.n_slices))
 
     # 1. transfer as is: the ensemble, and its first member (the starting point of fine-tuning)
-    ensemble = Predictor(model, device)
+    ensemble = Predictor(export_onnx(ckpt["state_dicts"], params_of_checkpoint(ckpt), ckpt["image_size"],
+                                     out / "ensemble.onnx", "ensemble"), device)
     before, pred_before = _evaluate(ensemble, volume, labels, all_idx)
-    member0_path = save_checkpoint(out / "member0.pt", [ckpt["state_dicts"][0]], params_of_checkpoint(ckpt), ckpt["image_size"], "member 0")
+    member0_path = export_onnx([ckpt["state_dicts"][0]], params_of_checkpoint(ckpt), ckpt["image_size"], out / "member0.onnx", "member 0")
     before_m0, _ = _evaluate(Predictor(member0_path, device), volume, labels, all_idx)
 
     # 2. fine-tuning on contiguous blocks: each slice scored by a model that did not train on it
     after_parts, pred_after = [], {}
     for k, (train_idx, test_idx) in enumerate(block_folds(volume.n_slices, n_blocks, buffer)):
         state = finetune(ckpt, volume, labels, train_idx, finetune_epochs, seed + k, dev)
-        path = save_checkpoint(out / f"finetuned_block{k}.pt", [state], params_of_checkpoint(ckpt), ckpt["image_size"], f"fine-tuned block {k}")
+        path = export_onnx([state], params_of_checkpoint(ckpt), ckpt["image_size"], out / f"finetuned_block{k}.onnx", f"fine-tuned block {k}")
         df, preds = _evaluate(Predictor(path, device), volume, labels, test_idx)
         after_parts.append(df.assign(block=k, train_slices=len(train_idx)))
         pred_after.update(preds)
@@ -124,7 +126,7 @@ def run_realct(data_dir: str | Path, model: str | Path, out_dir: str | Path, fin
     # 3. the real L3 slice, with the model as trained and fine-tuned on all 30 labelled slices
     full, l3, _ = l3_slices(data_dir)
     state_all = finetune(ckpt, volume, labels, all_idx, finetune_epochs, seed + 100, dev)
-    ft_all = save_checkpoint(out / "finetuned_all.pt", [state_all], params_of_checkpoint(ckpt), ckpt["image_size"], "fine-tuned on all crop slices")
+    ft_all = export_onnx([state_all], params_of_checkpoint(ckpt), ckpt["image_size"], out / "finetuned_all.onnx", "fine-tuned on all crop slices")
     spacing = (full.spacing_mm[1], full.spacing_mm[2])
     l3_rows, l3_preds = [], {}
     for name, pred in (("model as trained (ensemble)", ensemble), ("fine-tuned on the 30 real slices", Predictor(ft_all, device))):

@@ -17,6 +17,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from l3seg_lib.config import parse_override
     from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
 
+    try:
+        import papermill  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        print(f"error: l3seg run trains models and needs the training extra ({exc.name} is missing): "
+              f"pip install 'l3seg[train]'", file=sys.stderr)
+        return 2
+
     overrides = dict(parse_override(s) for s in args.set)
     try:
         run_pipeline(args.params, overrides, args.run_dir, args.reports, args.notebooks, only=args.only,
@@ -98,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a DICOM file or series folder, NIfTI or PNG")
     p.add_argument("input", help="DICOM file, DICOM series folder, NIfTI or PNG")
-    p.add_argument("--model", required=True, help="model file (model.pt of a run)")
+    p.add_argument("--model", required=True, help="ONNX model file (model.onnx of a run)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slices", type=int, nargs="+", help="slice indices of a volume (inferior to superior)")
     p.add_argument("--vertebra-labels", help="vertebra label volume aligned with the input (e.g. TotalSegmentator)")

@@ -13,7 +13,8 @@ from helpers import body_phantom, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "l3seg_lib"
-TRAINING_STACK = ("albumentations", "sklearn", "bayes_opt", "papermill", "nbformat", "nbconvert", "seaborn")
+TRAINING_STACK = ("torch", "albumentations", "sklearn", "bayes_opt", "papermill", "nbformat", "nbconvert", "seaborn",
+                  "matplotlib")
 
 _PROBE = """
 import json, sys
@@ -29,7 +30,7 @@ def _imported_by(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_predict_and_measure_do_not_import_the_training_stack(tmp_path, tiny_model):
+def test_predict_and_measure_import_neither_torch_nor_the_training_stack(tmp_path, tiny_model):
     hu, _ = body_phantom(64, 64)
     dcm = write_dicom(tmp_path / "in" / "a.dcm", hu)
     for args in (["predict", str(dcm), "--model", str(tiny_model), "--out", str(tmp_path / "p")],
@@ -37,7 +38,7 @@ def test_predict_and_measure_do_not_import_the_training_stack(tmp_path, tiny_mod
         result = _imported_by(args)
         assert result["code"] == 0
         loaded = set(result["modules"])
-        assert "l3seg_lib" in loaded and "torch" in loaded
+        assert "l3seg_lib" in loaded and "onnxruntime" in loaded
         assert not loaded & set(TRAINING_STACK), f"{args[0]} imported {sorted(loaded & set(TRAINING_STACK))}"
     assert (tmp_path / "p" / "areas.csv").is_file() and (tmp_path / "m" / "measurements.csv").is_file()
 
@@ -46,6 +47,7 @@ def test_inference_never_imports_training():
     for path in (LIB / "inference").glob("*.py"):
         text = path.read_text()
         assert "l3seg_lib.training" not in text and "l3seg_lib.pipeline" not in text, path
+        assert "import torch" not in text, path
 
 
 def test_no_library_file_knows_the_repository_layout():
@@ -75,3 +77,15 @@ def test_readme_layout_matches_the_tree():
             listed.add(f"{folder}/{m.group(1)}" if line.startswith("    ") else m.group(1))
     actual = {str(p.relative_to(LIB)) for p in LIB.rglob("*.py") if p.name != "__init__.py"}
     assert listed == actual, f"missing in README: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
+
+
+def test_base_install_has_no_training_dependencies():
+    """`pip install l3seg` gives inference, measurement and reports; training is the `train` extra."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[<>=\[ ]", d)[0].lower() for d in project["dependencies"]}
+    train = {re.split(r"[<>=\[ ]", d)[0].lower() for d in project["optional-dependencies"]["train"]}
+    assert "onnxruntime" in base and not base & {"torch", "scikit-learn", "albumentations", "bayesian-optimization",
+                                                 "papermill", "nbformat", "seaborn", "matplotlib"}
+    assert {"torch", "onnx", "papermill", "albumentations", "bayesian-optimization"} <= train

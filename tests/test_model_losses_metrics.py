@@ -20,7 +20,7 @@ from l3seg_lib.evaluation.metrics import (
     slice_metrics,
     summary_table,
 )
-from l3seg_lib.inference.network import UNet, build_model, count_parameters
+from l3seg_lib.training.network import UNet, build_model, count_parameters
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])

@@ -58,7 +58,7 @@ def test_runner_writes_run_folder_and_report(tmp_path):
     for name in NOTEBOOKS:
         nb = nbformat.read(d / "notebooks" / f"{name}.ipynb", as_version=4)
         assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(d)
-    for f in ("processed/manifest.csv", "processed/split.csv", "train/model.pt", "train/cv_folds.csv",
+    for f in ("processed/manifest.csv", "processed/split.csv", "train/model.pt", "train/model.onnx", "train/cv_folds.csv",
               "optimize/trials.jsonl", "optimize/best_params.yaml", "optimize/comparison.csv",
               "evaluate/per_slice.csv", "evaluate/predictions.npz", "figures/05_area_agreement.png"):
         assert (d / f).is_file(), f

@@ -67,7 +67,7 @@ def test_block_folds_keep_a_buffer():
 
 @pytest.mark.slow
 def test_run_realct_with_a_tiny_model(shared_data, tiny_model, tmp_path):
-    summary = run_realct(shared_data, tiny_model, tmp_path, finetune_epochs=1, device="cpu", docs_dir=tmp_path / "docs")
+    summary = run_realct(shared_data, tiny_model.with_suffix(".pt"), tmp_path, finetune_epochs=1, device="cpu", docs_dir=tmp_path / "docs")
     assert summary["l3_slice"] == 72 and summary["crop_slices"] == 30
     assert set(summary["transfer"]) == {"model as trained (ensemble)", "model as trained (member 0)",
                                         "member 0 fine-tuned on other blocks"}

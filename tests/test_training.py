@@ -16,8 +16,8 @@ from l3seg_lib.training.splits import check_patient_wise, fold_members, make_spl
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.segment import predict_path
 from l3seg_lib.preprocessing.processed import read_processed_manifest
-from l3seg_lib.inference.checkpoint import load_checkpoint
-from l3seg_lib.inference.device import resolve_device
+from l3seg_lib.training.checkpoint import load_checkpoint
+from l3seg_lib.training.device import resolve_device
 from l3seg_lib.training.crossval import cross_validate
 from l3seg_lib.training.trainer import train_model
 
@@ -107,7 +107,8 @@ def test_tiny_cross_validation_and_predict(tiny_processed, tmp_path):
     log = pd.read_csv(tmp_path / "cv" / "fold_1" / "log.csv")
     assert {"train_loss", "val_dice_muscle", "val_dice_mean_fg", "lr"} <= set(log.columns)
     assert set(res.slices["case_id"]) == set(man[man["patient_id"].isin(split.loc[split.set == "dev", "patient_id"])]["case_id"])
-    ckpt = load_checkpoint(res.model_path)
+    ckpt = load_checkpoint(res.checkpoint_path)
+    assert res.model_path.suffix == ".onnx" and res.checkpoint_path.suffix == ".pt"
     assert len(ckpt["state_dicts"]) == 2 and ckpt["image_size"] == 32
 
     # predict a DICOM series from the raw data with the fold ensemble
@@ -152,5 +153,43 @@ def test_model_file_that_could_run_code_is_refused(tmp_path):
 
 
 def test_model_file_round_trip_is_safe_to_load(tiny_model):
-    ckpt = torch.load(tiny_model, map_location="cpu", weights_only=True)  # plain types and tensors only
+    ckpt = torch.load(tiny_model.with_suffix(".pt"), map_location="cpu", weights_only=True)  # plain types and tensors
     assert ckpt["format"] == "l3seg-model-v1" and len(ckpt["state_dicts"]) == 2
+
+
+def test_onnx_model_agrees_with_torch(tiny_model, tiny_processed):
+    """The exported ensemble (one ONNX graph, onnxruntime) gives the torch ensemble's probabilities."""
+    from l3seg_lib.inference.model_file import OnnxModel
+    from l3seg_lib.training.checkpoint import models_from_checkpoint
+    from l3seg_lib.training.trainer import predict_probs
+
+    ckpt = load_checkpoint(tiny_model.with_suffix(".pt"))
+    onnx_model = OnnxModel(tiny_model, device="cpu")
+    assert onnx_model.info.members == 2 and onnx_model.info.image_size == ckpt["image_size"] == 32
+    assert "synthetic L3 phantom" in onnx_model.info.extra["training_data"]
+    assert "cross-validated Dice" in onnx_model.info.describe()
+    images = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    torch_probs = predict_probs(models_from_checkpoint(ckpt, torch.device("cpu")), images, torch.device("cpu"))
+    assert np.abs(onnx_model(images) - torch_probs).max() < 1e-4
+
+
+def test_onnx_model_file_errors(tmp_path, tiny_model):
+    import onnx
+
+    from l3seg_lib.inference.model_file import OnnxModel
+
+    with pytest.raises(L3SegInputError, match="none.onnx: model file not found"):
+        OnnxModel(tmp_path / "none.onnx")
+    with pytest.raises(L3SegInputError, match="model.pt: not a readable ONNX model file .a PyTorch checkpoint"):
+        OnnxModel(tiny_model.with_suffix(".pt"))
+    model = onnx.load(str(tiny_model))
+    for prop in model.metadata_props:
+        if prop.key == "l3seg.format":
+            prop.value = '"l3seg-onnx-v0"'
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with pytest.raises(L3SegInputError, match="old.onnx: model file format 'l3seg-onnx-v0' is not supported"):
+        OnnxModel(tmp_path / "old.onnx")
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    with pytest.raises(L3SegInputError, match="plain.onnx: not an l3seg model file"):
+        OnnxModel(tmp_path / "plain.onnx")

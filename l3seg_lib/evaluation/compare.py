@@ -28,7 +28,7 @@ def retrain_and_compare(processed_dir: str | Path, manifest: pd.DataFrame, split
                         best_params: Params, baseline_model: str | Path, out_dir: str | Path,
                         progress: bool = True) -> Comparison:
     """Cross-validate ``best_params`` with the baseline's folds and seeds (ensemble written to
-    ``out_dir/optimised/model.pt``), then evaluate both ensembles on the test patients.
+    ``out_dir/optimised/model.onnx``), then evaluate both ensembles on the test patients.
 
     Writes ``test_baseline.csv``, ``test_optimised.csv`` and ``comparison.csv`` into ``out_dir``.
     """

@@ -15,7 +15,6 @@ Duplicate positions, uneven spacing and gantry tilt are reported in ``volume.met
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -513,7 +512,6 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
         step = (positions[-1] - positions[0]) / (len(slices) - 1)
         if np.ptp(gaps) > 0.1 * np.median(gaps) + 0.01:
             notes.append(f"uneven slice spacing {gaps.min():.2f}-{gaps.max():.2f} mm; slice positions are kept per slice")
-            warnings.warn(f"{source}: slices are unevenly spaced ({gaps.min():.2f}-{gaps.max():.2f} mm)", stacklevel=2)
         stack_dir = step / max(np.linalg.norm(step), 1e-9)
         tilt = float(np.degrees(np.arccos(min(1.0, abs(float(stack_dir @ normal))))))
         if tilt > TILT_NOTE_DEG:

@@ -1,9 +1,7 @@
-"""Inference, apart from training: model files, the network, and slices -> labels.
+"""Inference, apart from training: ONNX model files run by onnxruntime, slices -> labels.
 
-``network``     the U-Net
-``checkpoint``  model files (safe loading)
-``device``      CUDA when present, else CPU
-``predictor``   window and resize, run the network(s), resize back to the original grid
+``model_file``  l3seg ONNX files: metadata, execution providers (CUDA when present)
+``predictor``   window and resize, run the model, resize back to the original grid
 
-Nothing here imports the training stack (augmentation, scikit-learn, the optimiser).
+Nothing here imports PyTorch or the training stack.
 """

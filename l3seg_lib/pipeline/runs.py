@@ -62,11 +62,12 @@ class Run:
 
     @property
     def baseline_model(self) -> Path:
-        return self.train_dir / "model.pt"
+        """The baseline fold ensemble as an ONNX model file (``model.pt`` beside it: the weights)."""
+        return self.train_dir / "model.onnx"
 
     @property
     def optimised_model(self) -> Path:
-        return self.optimize_dir / "optimised" / "model.pt"
+        return self.optimize_dir / "optimised" / "model.onnx"
 
     def choose_model(self, which: str = "auto") -> tuple[Path, str]:
         """(model file, label): ``baseline``, ``optimised``, or ``auto`` (optimised if it exists)."""

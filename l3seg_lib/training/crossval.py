@@ -13,8 +13,9 @@ from tqdm import tqdm
 
 from l3seg_lib.config import Params
 from l3seg_lib.evaluation.metrics import TISSUES
-from l3seg_lib.inference.checkpoint import save_checkpoint
-from l3seg_lib.inference.device import configure_threads, resolve_device
+from l3seg_lib.training.checkpoint import save_checkpoint
+from l3seg_lib.training.export import export_onnx
+from l3seg_lib.training.device import configure_threads, resolve_device
 from l3seg_lib.training.dataset import load_slices
 from l3seg_lib.training.splits import fold_members
 from l3seg_lib.training.trainer import dice_per_slice, train_model
@@ -30,6 +31,9 @@ class CVResult:
     """Out-of-fold validation Dice per slice (each slice scored by the model that did not see it)."""
     states: list[dict[str, torch.Tensor]]
     model_path: Path | None
+    """The fold ensemble as an ONNX model file (what inference reads), when written."""
+    checkpoint_path: Path | None = None
+    """The same ensemble as a PyTorch checkpoint (for fine-tuning)."""
 
     @property
     def mean_fg_dice(self) -> float:
@@ -43,7 +47,8 @@ def cross_validate(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.
     """Train one model per patient-wise fold; validate on the fold's held-out dev patients.
 
     Writes (when ``out_dir`` is given) ``fold_<k>/log.csv``, ``fold_<k>/best.pt``,
-    ``cv_folds.csv``, ``cv_slices.csv`` and the fold ensemble ``model.pt``.
+    ``cv_folds.csv``, ``cv_slices.csv`` and the fold ensemble as ``model.onnx`` (for inference) and
+    ``model.pt`` (weights, for fine-tuning).
     """
     device = resolve_device(params.device)
     configure_threads(params.num_threads)
@@ -82,11 +87,33 @@ def cross_validate(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.
                                    "dice_mean_fg": float(np.nanmean(d[i]))})
     folds_df = pd.DataFrame(fold_rows)
     slices_df = pd.DataFrame(slice_rows)
-    model_path = None
+    model_path = checkpoint_path = None
     if out is not None:
         folds_df.to_csv(out / "cv_folds.csv", index=False)
         slices_df.to_csv(out / "cv_slices.csv", index=False)
-        model_path = save_checkpoint(out / "model.pt", states, params, size, label,
-                                     {"folds": folds, "cv_mean_fg_dice": float(slices_df["dice_mean_fg"].mean())
-                                      if len(slices_df) else None})
-    return CVResult(folds_df, slices_df, states, model_path)
+        info = {"folds": folds, "training_data": training_data_text(params, manifest, split),
+                "cv_mean_fg_dice": float(slices_df["dice_mean_fg"].mean()) if len(slices_df) else None,
+                "accuracy": accuracy_text(slices_df)}
+        checkpoint_path = save_checkpoint(out / "model.pt", states, params, size, label, info)
+        model_path = export_onnx(states, params, size, out / "model.onnx", label, info)
+    return CVResult(folds_df, slices_df, states, model_path, checkpoint_path)
+
+
+def training_data_text(params: Params, manifest: pd.DataFrame, split: pd.DataFrame) -> str:
+    """What a model was trained on, in words, for its model file and every output naming it."""
+    dev = split.loc[split["set"] == "dev", "patient_id"]
+    n_slices = int(manifest["patient_id"].isin(set(dev)).sum())
+    if params.data.source == "phantom":
+        ph = params.data.phantom
+        what = f"l3seg synthetic L3 phantom (seed {ph.seed}, {ph.n_patients} patients, {ph.matrix} px)"
+    else:
+        what = f"the cases of {params.data.manifest}"
+    return f"{what}: {dev.nunique()} development patients, {n_slices} slices"
+
+
+def accuracy_text(slices: pd.DataFrame) -> str:
+    """Cross-validated Dice per tissue, in words (empty without validation slices)."""
+    if not len(slices):
+        return ""
+    dice = ", ".join(f"{t} {slices[f'dice_{t}'].mean():.3f}" for t in TISSUES)
+    return f"cross-validated Dice on its training data ({len(slices)} slices): {dice}"

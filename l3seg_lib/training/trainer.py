@@ -16,10 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from l3seg_lib.config import ModelConfig, TrainConfig
+from l3seg_lib.config import CLASS_NAMES, ModelConfig, TrainConfig
 from l3seg_lib.evaluation.metrics import TISSUES, confusion_matrix, dice_iou
-from l3seg_lib.inference.network import build_model
-from l3seg_lib.inference.predictor import predict_probs
+from l3seg_lib.training.network import build_model
 from l3seg_lib.training.dataset import SliceDataset, build_augmentation
 from l3seg_lib.training.losses import SegmentationLoss
 
@@ -28,6 +27,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict_probs(models: list[torch.nn.Module], images: np.ndarray, device: torch.device,
+                  batch_size: int = 8) -> np.ndarray:
+    """Mean softmax of ``models`` for (N, H, W) images in [0, 1] -> (N, C, H, W) float32 (torch;
+    inference outside training runs the exported ONNX file instead)."""
+    out = []
+    for m in models:
+        m.eval()
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start: start + batch_size]).float()[:, None].to(device)
+        probs = sum(m(x).softmax(dim=1) for m in models) / len(models)
+        out.append(probs.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)) + images.shape[1:], np.float32)
 
 
 def dice_per_slice(pred: np.ndarray, true: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Model files: the network weights with everything inference needs to use them.
+"""Training checkpoints (``.pt``): the network weights with everything needed to use them, to
+fine-tune them, and to export them to ONNX (:mod:`.export`), the format inference reads.
 
 A model file holds one network or a cross-validation ensemble (``state_dicts``), the
 architecture (``model``), the input window in HU, the model input size in pixels and how slices
@@ -20,7 +21,7 @@ import torch
 from l3seg_lib import __version__
 from l3seg_lib.config import CLASS_NAMES, ModelConfig, Params
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.inference.network import UNet, build_model
+from l3seg_lib.training.network import UNet, build_model
 
 CHECKPOINT_FORMAT = "l3seg-model-v1"
 """Format tag of the model files this version reads and writes."""

@@ -1,0 +1,136 @@
+"""Model files for inference: ONNX graphs run by onnxruntime, with l3seg's metadata.
+
+An l3seg ONNX file maps a batch of windowed slices ``image`` (N, 1, size, size), float32 in
+[0, 1], to class probabilities ``probs`` (N, 4, size, size): a single network or the mean
+softmax of a cross-validation ensemble, in one graph. Its ``metadata_props`` say how to prepare
+the input (HU window, input size in pixels, padding to square), the classes, and where the
+model comes from (label, training data and settings, params hash, l3seg version, measured
+accuracy). ONNX holds no code, so a model file from someone else is safe to open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from l3seg_lib.config import CLASS_NAMES
+from l3seg_lib.errors import L3SegInputError
+
+ONNX_FORMAT = "l3seg-onnx-v1"
+"""Format tag of the ONNX model files this version reads and writes."""
+REQUIRED_KEYS = ("format", "window_hu", "image_size", "pad_to_square", "classes")
+
+
+def providers(device: str = "auto") -> list[str]:
+    """onnxruntime execution providers: CUDA when present (``auto``) or asked for, else the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise L3SegInputError(None, "device: cuda was requested but onnxruntime has no CUDA provider "
+                                    "(install onnxruntime-gpu)")
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class ModelInfo:
+    """What an l3seg model file says about itself."""
+
+    window_hu: tuple[float, float]
+    """HU window clipped and scaled to [0, 1]."""
+    image_size: int
+    """Model input size in pixels (square)."""
+    pad_to_square: bool
+    classes: tuple[str, ...]
+    label: str = "model"
+    l3seg_version: str = ""
+    members: int = 1
+    """Networks averaged in the graph (a cross-validation ensemble)."""
+    params_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Architecture, training settings, training data, measured accuracy, ..."""
+
+    def describe(self) -> str:
+        """One line for outputs and reports: the model, its training data and its accuracy."""
+        parts = [self.label]
+        data = self.extra.get("training_data")
+        if data:
+            parts.append(f"trained on {data}")
+        acc = self.extra.get("accuracy")
+        if acc:
+            parts.append(str(acc))
+        return "; ".join(parts)
+
+
+def read_metadata(props: dict[str, str], path: Path) -> ModelInfo:
+    """Parse and check l3seg metadata (ONNX ``metadata_props``, all JSON strings)."""
+    try:
+        meta = {k: json.loads(v) for k, v in props.items() if k.startswith("l3seg.")}
+    except json.JSONDecodeError as exc:
+        raise L3SegInputError(path, f"l3seg metadata is not valid JSON ({exc})") from None
+    meta = {k[len("l3seg."):]: v for k, v in meta.items()}
+    if "format" not in meta:
+        raise L3SegInputError(path, f"not an l3seg model file (no l3seg metadata; expected format {ONNX_FORMAT})")
+    if meta["format"] != ONNX_FORMAT:
+        raise L3SegInputError(path, f"model file format {meta['format']!r} is not supported (this l3seg reads "
+                                    f"{ONNX_FORMAT}); export the model again with this version")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise L3SegInputError(path, f"l3seg metadata lacks {', '.join(missing)}")
+    if tuple(meta["classes"]) != CLASS_NAMES:
+        raise L3SegInputError(path, f"model classes {meta['classes']} are not l3seg's {list(CLASS_NAMES)}")
+    known = set(REQUIRED_KEYS) | {"label", "l3seg_version", "members", "params_sha256"}
+    return ModelInfo(window_hu=(float(meta["window_hu"][0]), float(meta["window_hu"][1])),
+                     image_size=int(meta["image_size"]), pad_to_square=bool(meta["pad_to_square"]),
+                     classes=tuple(meta["classes"]), label=str(meta.get("label", "model")),
+                     l3seg_version=str(meta.get("l3seg_version", "")), members=int(meta.get("members", 1)),
+                     params_sha256=str(meta.get("params_sha256", "")),
+                     extra={k: v for k, v in meta.items() if k not in known})
+
+
+class OnnxModel:
+    """An l3seg ONNX model file, opened with onnxruntime.
+
+    Args:
+        path: the ``.onnx`` file.
+        device: ``auto`` (CUDA provider when present), ``cpu`` or ``cuda``.
+        num_threads: CPU threads for onnxruntime (0 = all cores).
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", num_threads: int = 0):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise L3SegInputError(self.path, "model file not found")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if num_threads > 0:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers(device))
+        except L3SegInputError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+            hint = " (a PyTorch checkpoint? predict and measure read the .onnx file next to it)" \
+                if self.path.suffix == ".pt" else ""
+            raise L3SegInputError(self.path, f"not a readable ONNX model file{hint}: {str(exc).splitlines()[0]}") from None
+        self.info = read_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """(N, H, W) float32 images in [0, 1] -> (N, C, H, W) float32 class probabilities."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = np.ascontiguousarray(images[start: start + batch_size, None], dtype=np.float32)
+            out.append(self.session.run(None, {self.input_name: x})[0])
+        if not out:
+            return np.zeros((0, len(self.info.classes)) + images.shape[1:], np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
