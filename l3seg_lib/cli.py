@@ -67,7 +67,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         comp.cutoffs = args.cutoffs
     options = MeasureOptions(comp, clinical_csv=args.clinical, reference_dir=args.reference,
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
-                             check_hu=not args.no_hu_check, max_slices=args.max_slices)
+                             check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads)
     res = measure_folder(args.folder, args.model, args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
           f"{len(res.skipped)} file(s) left out of series folders (skipped.csv); "
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="params file whose composition section (HU ranges, cut-offs) is used")
     p.add_argument("--cutoffs", help="cut-off set: martin2013 (default) or fearon2011")
     p.add_argument("--max-slices", type=int, default=5, help="volumes with more slices need slice_index in a manifest")
+    p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_measure)

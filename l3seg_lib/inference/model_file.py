@@ -111,6 +111,9 @@ class OnnxModel:
             raise L3SegInputError(self.path, "model file not found")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # idle onnxruntime threads sleep instead of spinning, leaving the cores to the threads that
+        # read the next inputs and write pictures (measured: 7.0 -> 9.9 slices/s in measure)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if num_threads > 0:
             options.intra_op_num_threads = num_threads
         try:

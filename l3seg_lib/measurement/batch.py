@@ -10,6 +10,9 @@ and the batch goes on.
 from __future__ import annotations
 
 import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.evaluation.metrics import TISSUES, bland_altman, slice_metrics
 from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_mask_for, remap_labels
+from l3seg_lib.data.manifest import ManifestEntry
+from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
@@ -29,6 +34,10 @@ from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, fi
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import save_overlay_png
+
+
+WRITE_QUEUE = 4
+"""Overlay pictures waiting to be written before inference waits for them."""
 
 
 @dataclass
@@ -48,6 +57,35 @@ class MeasureOptions:
     max_slices: int = 5
     """Volumes with more slices need ``slice_index`` in a manifest."""
     progress: bool = True
+    read_threads: int = 2
+    """Threads reading and decoding the next inputs while the network runs (0: read in turn)."""
+
+
+def prefetch(fn: Callable, items: Sequence, threads: int) -> Iterator[Future]:
+    """Futures of ``fn(item)`` in order, computed ``threads`` at a time ahead of the consumer
+    (bounded, so a long batch is never read into memory at once); ``threads=0`` computes each
+    when it is asked for."""
+    if threads <= 0:
+        for item in items:
+            f: Future = Future()
+            try:
+                f.set_result(fn(item))
+            except BaseException as exc:  # handed to the consumer, like a thread's exception
+                f.set_exception(exc)
+            yield f
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="l3seg-read") as pool:
+        pending: deque[Future] = deque()
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > threads:
+                break
+        for item in it:
+            yield pending.popleft()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            yield pending.popleft()
 
 
 @dataclass
@@ -84,9 +122,16 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     errors: list[dict[str, Any]] = []
     validation: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    for inp in tqdm(inputs, desc="measure", unit="input", disable=not progress, mininterval=2.0):
+    def read(inp: ManifestEntry) -> CTVolume:
+        return read_image(inp.image, check_hu=check_hu and not inp.is_png, **inp.png_kwargs())
+
+    writer = ThreadPoolExecutor(1, thread_name_prefix="l3seg-write")  # overlays, off the inference path
+    written: deque[Future] = deque()
+    loaded = prefetch(read, inputs, opt.read_threads)
+    for inp, future in tqdm(zip(inputs, loaded), total=len(inputs), desc="measure", unit="input",
+                            disable=not progress, mininterval=2.0):
         try:
-            volume = read_image(inp.image, check_hu=check_hu and not inp.is_png, **inp.png_kwargs())
+            volume = future.result()
             if inp.patient_id:
                 volume.patient_id = inp.patient_id
             skipped += [{"source": str(inp.image), **item} for item in volume.meta.get("skipped", [])]
@@ -109,7 +154,11 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
                                   volume.meta.get("png_window_hu"))
                 verdict = assess(m, clin, cutoffs)
                 overlay = out / "overlays" / f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}.png"
-                save_overlay_png(overlay, volume.hu[i], pred.labels)
+                written.append(writer.submit(save_overlay_png, overlay, volume.hu[i], pred.labels))
+                while len(written) > WRITE_QUEUE and written[0].done():
+                    written.popleft().result()
+                if len(written) > WRITE_QUEUE:  # bounded: never hold a long backlog of slices in memory
+                    written.popleft().result()
                 row = {
                     "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
                     "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
@@ -141,6 +190,9 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
                 validation.append({"patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i, **ms})
         except (L3SegError, ValueError, OSError) as exc:
             errors.append({"source": str(inp.image), "error": f"reference not used: {exc}"})
+    for w in written:
+        w.result()
+    writer.shutdown()
     table = pd.DataFrame(rows)
     err = pd.DataFrame(errors, columns=["source", "error"] + (["detail"] if any("detail" in e for e in errors) else []))
     val = pd.DataFrame(validation)
