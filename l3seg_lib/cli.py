@@ -1,4 +1,4 @@
-"""Command line: ``l3seg run | generate | predict | measure``.
+"""Command line: ``l3seg run | generate | predict | locate | measure``.
 
 Each command imports only what it needs: ``predict`` and ``measure`` load the inference stack,
 never the training or notebook stacks.
@@ -58,14 +58,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from l3seg_lib.config import CompositionConfig, load_params
+    from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
     from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
     from l3seg_lib.measurement.inputs import load_label_map
 
-    comp = load_params(args.params).composition if args.params else CompositionConfig()
+    params = load_params(args.params) if args.params else None
+    comp = params.composition if params else CompositionConfig()
     if args.cutoffs:
         comp.cutoffs = args.cutoffs
-    options = MeasureOptions(comp, clinical_csv=args.clinical, reference_dir=args.reference,
+    options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical, reference_dir=args.reference,
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
                              check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads)
     res = measure_folder(args.folder, args.model, args.out, options)
@@ -75,6 +76,26 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if len(res.errors):
         print(res.errors[["source", "error"]].to_string(index=False), file=sys.stderr)
     return 0
+
+
+def _cmd_locate(args: argparse.Namespace) -> int:
+    from l3seg_lib.config import LocalizeConfig, load_params
+    from l3seg_lib.imageio.reader import read_image
+    from l3seg_lib.localize.l3 import locate_l3
+    from l3seg_lib.reporting.review import save_localizer_png
+
+    cfg = load_params(args.params).localize if args.params else LocalizeConfig()
+    volume = read_image(args.input, check_hu=not args.no_hu_check)
+    loc = locate_l3(volume, cfg)
+    print(f"{args.input}: {loc.summary()}")
+    for vt in reversed(loc.vertebrae):
+        print(f"  {vt.name:>4}: slices {vt.z_lo}-{vt.z_hi}" + ("" if vt.ribs is None else f", ribs: {'yes' if vt.ribs else 'no'}"))
+    for note in loc.notes:
+        print(f"  note: {note}")
+    print(f"  ({volume.n_slices} slices of {volume.spacing_mm[0]:.2f} mm; {loc.seconds:.2f} s)")
+    if args.picture:
+        print(f"review picture: {save_localizer_png(args.picture, volume, loc)}")
+    return 0 if loc.found else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hu-check", action="store_true", help="accept images without air near -1000 HU")
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser("locate", help="find L3 in a CT series or volume (exit 1 when it cannot tell)")
+    p.add_argument("input", help="DICOM series folder, enhanced CT file or NIfTI volume")
+    p.add_argument("--picture", help="write the review picture (sagittal and coronal, PNG) here")
+    p.add_argument("--params", help="params file whose localize section is used")
+    p.add_argument("--no-hu-check", action="store_true")
+    p.set_defaults(func=_cmd_locate)
+
     p = sub.add_parser("measure", help="batch body composition over a folder -> CSV + HTML")
     p.add_argument("folder")
     p.add_argument("--model", required=True)
@@ -126,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="folder of reference masks (NIfTI, PNG, Slice-O-Matic .tag) to validate against")
     p.add_argument("--reference-labels", help="YAML/JSON label map of the reference masks "
                    "(default: 0-3 as classes; Slice-O-Matic tags for .tag)")
-    p.add_argument("--params", help="params file whose composition section (HU ranges, cut-offs) is used")
+    p.add_argument("--params", help="params file whose composition (HU ranges, cut-offs) and localize sections are used")
     p.add_argument("--cutoffs", help="cut-off set: martin2013 (default) or fearon2011")
-    p.add_argument("--max-slices", type=int, default=5, help="volumes with more slices need slice_index in a manifest")
+    p.add_argument("--max-slices", type=int, default=5,
+                   help="inputs with more slices are whole series: L3 is found by the localiser")
     p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-hu-check", action="store_true")

@@ -171,6 +171,20 @@ class CompositionConfig:
 
 
 @dataclass
+class LocalizeConfig:
+    """Finding L3 in whole CT volumes (:mod:`l3seg_lib.localize.l3`)."""
+
+    slice: str = "middle"
+    """Which slice of the L3 body to measure: ``middle`` or ``transverse_processes``."""
+    average_slices: int = 0
+    """Also measure this many slices either side of it (within the L3 body)."""
+    bone_hu: float = 120.0
+    """Bone threshold (HU) for tracing the spine; cancellous bone of older patients is ~120-200 HU."""
+    disc_margin_mm: float = 4.0
+    """Half a disc: the vertebral body starts this far from a disc's centre."""
+
+
+@dataclass
 class EvaluateConfig:
     model: str = "auto"
     """Which model the evaluation uses: ``baseline``, ``optimised`` or ``auto`` (optimised
@@ -199,6 +213,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     composition: CompositionConfig = field(default_factory=CompositionConfig)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
 
@@ -348,6 +363,11 @@ def _validate(obj: Any, where: str) -> None:
                 raise bad(f"optimize.bounds.{k} must be [low, high] with low < high")
         if obj.acquisition not in ("ei", "ucb"):
             raise bad(f"optimize.acquisition must be ei or ucb, got {obj.acquisition!r}")
+    elif isinstance(obj, LocalizeConfig):
+        if obj.slice not in ("middle", "transverse_processes"):
+            raise bad(f"localize.slice must be middle or transverse_processes, got {obj.slice!r}")
+        if obj.average_slices < 0:
+            raise bad(f"localize.average_slices must be >= 0, got {obj.average_slices}")
     elif isinstance(obj, Params):
         if obj.device not in ("auto", "cpu", "cuda"):
             raise bad(f"device must be auto, cpu or cuda, got {obj.device!r}")

@@ -91,12 +91,14 @@ def test_measure_with_reference_label_map(batch_folder, tiny_model, tmp_path):
     assert "Agreement with the reference masks" in (tmp_path / "out" / "index.html").read_text()
 
 
-def test_long_volume_needs_slice_index(tmp_path, tiny_model):
+def test_long_volume_without_l3_goes_to_review_unless_the_manifest_names_the_slice(tmp_path, tiny_model):
     hu, _ = body_phantom(64, 64)
     for z in range(7):
         write_dicom(tmp_path / "in" / "series" / f"{z}.dcm", hu, position=(0, 0, 3.0 * z), series_uid="1.2.3")
     res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False))
-    assert "7 slices: list the L3 slice" in res.errors.iloc[0]["error"]
+    err = res.errors.iloc[0]
+    assert "L3 not located, listed for review" in err["error"] and err["review"]
+    assert (tmp_path / "out" / err["picture"]).is_file()
     pd.DataFrame([{"image": "series", "slice_index": 3, "patient_id": "S1"}]).to_csv(tmp_path / "in" / "manifest.csv", index=False)
     res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", MeasureOptions(progress=False))
     assert res.measurements["slice_index"].tolist() == [3] and res.measurements["patient_id"].tolist() == ["S1"]

@@ -112,10 +112,12 @@ class CTVolume:
 # orientation
 
 
-def canonicalize(xyz: np.ndarray, affine: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def canonicalize(xyz: np.ndarray, affine: np.ndarray, source: str, contiguous: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reorient a (i, j, k) array with its voxel->RAS ``affine`` to canonical (col, row, z).
 
-    Returns the reoriented array, its affine and the orientation transform applied.
+    Returns the reoriented array (a view when ``contiguous`` is false), its affine and the
+    orientation transform applied.
     Raises when an axis is more than :data:`MAX_AXIAL_TILT_DEG` away from the nearest world axis.
     """
     rzs = affine[:3, :3]
@@ -137,7 +139,7 @@ def canonicalize(xyz: np.ndarray, affine: np.ndarray, source: str) -> tuple[np.n
     transform = nio.ornt_transform(ornt, nio.axcodes2ornt(CANONICAL_AXCODES))
     out = nio.apply_orientation(xyz, transform)
     new_affine = affine @ nio.inv_ornt_aff(transform, xyz.shape)
-    return np.ascontiguousarray(out), new_affine, transform
+    return (np.ascontiguousarray(out) if contiguous else out), new_affine, transform
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:

@@ -39,6 +39,8 @@ SHARP_KERNEL = re.compile(r"BONE|LUNG|SHARP|EDGE|DETAIL|\b[BI]R?([5-9]\d)|\bFC(5
 """Reconstruction kernels for bone or lung (not soft tissue)."""
 TILT_NOTE_DEG = 0.5
 """Gantry tilt above this is reported."""
+HU_CHECK_SLICES = 24
+"""Slices of a series, spread evenly, on which the HU plausibility check runs."""
 
 codecs.register()  # 12-bit JPEG Extended through imagecodecs
 
@@ -522,10 +524,14 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
     if body_tilt > TILT_NOTE_DEG:
         notes.append(f"slices oblique by {body_tilt:.1f} degrees to the body axis")
 
-    hus, pads = [], []
+    # one float32 array filled slice by slice (a 500-slice series is 0.5 GB; no stacked copies)
+    rows, cols = int(ref.header.get("Rows")), int(ref.header.get("Columns"))
+    hu = np.empty((len(slices), rows, cols), np.float32)
+    sample = set(np.linspace(0, len(slices) - 1, min(len(slices), HU_CHECK_SLICES)).round().astype(int).tolist())
+    checked, checked_pad = [], []
     decoded: dict[Path, np.ndarray] = {}
     datasets: dict[Path, pydicom.Dataset] = {}
-    for s in slices:
+    for k, s in enumerate(slices):
         if s.frame is None:
             ds = _dcmread(s.path)
             stored = _decode(ds, s.path)
@@ -535,16 +541,19 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
                 decoded[s.path] = _decode(datasets[s.path], s.path)
             ds, stored = datasets[s.path], decoded[s.path][s.frame]
         pad = padding_mask(ds, stored)
-        hus.append((stored.astype(np.float32) * s.slope + s.intercept).astype(np.float32))
-        pads.append(np.zeros(stored.shape, bool) if pad is None else pad)
-    hu, pad = np.stack(hus), np.stack(pads)
-    if check_hu:
-        check_plausible_hu(hu, str(source), pad, _intercept_hint({s.intercept for s in slices}))
-    hu[pad] = LOWEST_HU
-    hu = np.maximum(hu, LOWEST_HU)
-    stack = np.ascontiguousarray(hu.transpose(2, 1, 0))  # stored (col, row, slice)
+        np.multiply(stored, s.slope, out=hu[k], casting="unsafe")
+        hu[k] += s.intercept
+        if k in sample:
+            checked.append(hu[k].copy())
+            checked_pad.append(np.zeros(stored.shape, bool) if pad is None else pad)
+        if pad is not None:
+            hu[k][pad] = LOWEST_HU
+    if check_hu:  # on up to HU_CHECK_SLICES slices spread over the series
+        check_plausible_hu(np.stack(checked), str(source), np.stack(checked_pad),
+                           _intercept_hint({s.intercept for s in slices}))
+    np.maximum(hu, LOWEST_HU, out=hu)
     affine = dicom_affine(ref.row_cos, ref.col_cos, positions[0], ref.spacing, step)
-    xyz, can_affine, transform = canonicalize(stack, affine, str(source))
+    xyz, can_affine, transform = canonicalize(hu.transpose(2, 1, 0), affine, str(source), contiguous=False)
     if transform[2, 1] < 0:  # slices were stored superior -> inferior along the canonical axis
         slices = slices[::-1]
     zooms = voxel_sizes(can_affine)
@@ -554,7 +563,7 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
     meta["series_notes"] = notes
     uid = str(first.get("SeriesInstanceUID", "") or "")
     return CTVolume(
-        hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),
+        hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),  # no copy when the series is stored canonically
         spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
         patient_id=str(first.get("PatientID", "") or (source.name if source.is_dir() else source.stem)),
         source=str(source),

@@ -1,9 +1,11 @@
 """Batch measurement: a folder of CT inputs -> one table of body-composition numbers, per-patient
 HTML summaries, an errors table, and (optionally) validation against reference masks.
 
-Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs`. Volumes with more than
-``max_slices`` slices need ``slice_index`` in the manifest: the model is trained for L3 slices,
-and measuring a whole abdomen would be meaningless. One bad input is listed in ``errors.csv``
+Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs`. An input with more than
+``max_slices`` slices (a whole series or volume) is measured where the localiser
+(:mod:`l3seg_lib.localize.l3`) finds L3, with its review picture under ``localizer/``; when it
+cannot tell, the input is listed for review in ``errors.csv`` (``review`` true) and not measured.
+A manifest's ``slice_index`` overrides the localiser. One bad input is listed in ``errors.csv``
 and the batch goes on.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from l3seg_lib.config import CompositionConfig
+from l3seg_lib.config import CompositionConfig, LocalizeConfig
 from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.evaluation.metrics import TISSUES, bland_altman, slice_metrics
@@ -29,11 +31,21 @@ from l3seg_lib.data.manifest import ManifestEntry
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, find_reference
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import save_overlay_png
+from l3seg_lib.reporting.review import save_localizer_png
+
+
+class L3NotLocated(L3SegInputError):
+    """A whole series or volume in which L3 cannot be told: listed for review, not measured."""
+
+    def __init__(self, path: Path, problem: str, picture: Path):
+        super().__init__(path, problem)
+        self.picture = picture
 
 
 WRITE_QUEUE = 4
@@ -55,7 +67,9 @@ class MeasureOptions:
     device: str = "auto"
     check_hu: bool = True
     max_slices: int = 5
-    """Volumes with more slices need ``slice_index`` in a manifest."""
+    """Inputs with more slices are whole series: L3 is found by the localiser (``localize``),
+    unless the manifest gives ``slice_index``."""
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     progress: bool = True
     read_threads: int = 2
     """Threads reading and decoding the next inputs while the network runs (0: read in turn)."""
@@ -136,13 +150,25 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
                 volume.patient_id = inp.patient_id
             skipped += [{"source": str(inp.image), **item} for item in volume.meta.get("skipped", [])]
             notes = "; ".join(volume.meta.get("series_notes", []))
+            level = {"l3_method": "every slice of a short input", "l3_confidence": "", "l3_range": "",
+                     "localizer_picture": "", "l3_notes": ""}
             if inp.slice_index is not None:
                 if not 0 <= inp.slice_index < volume.n_slices:
                     raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{volume.n_slices - 1}")
                 indices = [inp.slice_index]
+                level["l3_method"] = "slice_index of the manifest"
             elif volume.n_slices > max_slices:
-                raise L3SegInputError(inp.image, f"{volume.n_slices} slices: list the L3 slice in manifest.csv "
-                                                f"(image, slice_index) - the model measures L3 slices only")
+                loc = locate_l3(volume, opt.localize)
+                picture = save_localizer_png(out / "localizer" / f"{safe_name(volume.patient_id)}_"
+                                             f"{safe_name(inp.image.name)}.png", volume, loc)
+                if not loc.found:
+                    raise L3NotLocated(inp.image, f"L3 not located, listed for review: {loc.reason} "
+                                                  f"(picture: {picture.relative_to(out)})", picture.relative_to(out))
+                indices = loc.slices
+                level = {"l3_method": loc.method, "l3_confidence": loc.confidence,
+                         "l3_range": f"{loc.l3_range[0]}-{loc.l3_range[1]}",
+                         "localizer_picture": str(picture.relative_to(out)),
+                         "l3_notes": "; ".join(loc.notes)}
             else:
                 indices = list(range(volume.n_slices))
             spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
@@ -163,11 +189,14 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
                     "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
                     "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
                     "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
-                    "age_years": clin.get("age"), **verdict, **m, "series_notes": notes,
+                    "age_years": clin.get("age"), **verdict, **m, "series_notes": notes, **level,
                     "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
                     "overlay": str(overlay.relative_to(out)),
                 }
                 rows.append(row)
+        except L3NotLocated as exc:
+            errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture)})
+            continue
         except (L3SegError, ValueError, OSError, RuntimeError) as exc:
             errors.append({"source": str(inp.image), "error": str(exc)})
             continue
@@ -194,7 +223,9 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
         w.result()
     writer.shutdown()
     table = pd.DataFrame(rows)
-    err = pd.DataFrame(errors, columns=["source", "error"] + (["detail"] if any("detail" in e for e in errors) else []))
+    err = pd.DataFrame(errors, columns=["source", "error", "review", "picture"]
+                       + (["detail"] if any("detail" in e for e in errors) else []))
+    err["review"] = err["review"].astype(object).where(err["review"].notna(), False).astype(bool)
     val = pd.DataFrame(validation)
     agreement = pd.DataFrame()
     if len(val):

@@ -73,13 +73,25 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
                        "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",
                        "image": image, "measures": measures, "verdicts": verdicts,
                        "calibrated": bool(r.get("hu_calibrated", True)),
-                       "series_notes": r.get("series_notes") if isinstance(r.get("series_notes"), str) else ""})
+                       "series_notes": r.get("series_notes") if isinstance(r.get("series_notes"), str) else "",
+                       "level": _level(r, base_dir)})
     html = _ENV.get_template("patient.html").render(
         title=f"L3 body composition - {patient_id}", patient_id=patient_id, clinical=clinical, slices=slices,
         version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path
+
+
+def _level(r: pd.Series, base_dir: Path) -> dict[str, Any] | None:
+    """How the slice was chosen, with the localiser's picture (base64) when it found it."""
+    picture = r.get("localizer_picture")
+    if not isinstance(picture, str) or not picture:
+        method = r.get("l3_method")
+        return {"method": method, "image": None} if isinstance(method, str) and method else None
+    return {"method": r.get("l3_method"), "confidence": r.get("l3_confidence"), "range": r.get("l3_range"),
+            "notes": r.get("l3_notes") if isinstance(r.get("l3_notes"), str) else "",
+            "image": base64.b64encode((base_dir / picture).read_bytes()).decode("ascii")}
 
 
 def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
@@ -104,7 +116,7 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
     html = _ENV.get_template("index.html").render(
         title="L3 body composition - batch", headers=headers, rows=rows,
         n_rows=len(table), n_patients=table["patient_id"].nunique() if len(table) else 0, n_errors=len(errors),
-        errors=errors.to_dict("records"), validation=val_rows,
+        errors=errors.astype(object).where(errors.notna(), None).to_dict("records"), validation=val_rows,
         skipped=[] if skipped is None else skipped.to_dict("records"), version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
