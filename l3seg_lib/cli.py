@@ -13,6 +13,15 @@ from pathlib import Path
 from l3seg_lib.errors import L3SegError
 
 
+def _model(path: str | None) -> Path:
+    """The model file given, or the one that ships with l3seg (and what it is, on stderr)."""
+    if path:
+        return Path(path)
+    from l3seg_lib.models import default_model_path
+
+    return default_model_path()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from l3seg_lib.config import parse_override
     from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
@@ -47,10 +56,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from l3seg_lib.measurement.segment import predict_path
 
-    df = predict_path(args.input, args.model, args.out, slices=args.slices, vertebra_labels=args.vertebra_labels,
+    df = predict_path(args.input, _model(args.model), args.out, slices=args.slices, vertebra_labels=args.vertebra_labels,
                       vertebra_label=args.vertebra_label, margin=args.margin, device=args.device,
                       check_hu=not args.no_hu_check, png_spacing=tuple(args.spacing) if args.spacing else None,
-                      png_window=tuple(args.png_window) if args.png_window else None)
+                      png_window=tuple(args.png_window) if args.png_window else None,
+                      postprocess=not args.no_postprocess)
     cols = ["patient_id", "slice_index", "muscle_area_cm2", "sat_area_cm2", "vat_area_cm2", "muscle_mean_hu", "seconds"]
     print(df[cols].to_string(index=False))
     print(f"outputs in {args.out}")
@@ -68,8 +78,9 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         comp.cutoffs = args.cutoffs
     options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical, reference_dir=args.reference,
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
-                             check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads)
-    res = measure_folder(args.folder, args.model, args.out, options)
+                             check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads,
+                             postprocess=not args.no_postprocess)
+    res = measure_folder(args.folder, _model(args.model), args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
           f"{len(res.skipped)} file(s) left out of series folders (skipped.csv); "
           f"see {Path(args.out) / 'index.html'} and measurements.csv")
@@ -127,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a DICOM file or series folder, NIfTI or PNG")
     p.add_argument("input", help="DICOM file, DICOM series folder, NIfTI or PNG")
-    p.add_argument("--model", required=True, help="ONNX model file (model.onnx of a run)")
+    p.add_argument("--model", help="ONNX model file (model.onnx of a run; default: the model that ships with l3seg)")
+    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slices", type=int, nargs="+", help="slice indices of a volume (inferior to superior)")
     p.add_argument("--vertebra-labels", help="vertebra label volume aligned with the input (e.g. TotalSegmentator)")
@@ -148,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("measure", help="batch body composition over a folder -> CSV + HTML")
     p.add_argument("folder")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="ONNX model file (default: the model that ships with l3seg)")
+    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
     p.add_argument("--out", required=True)
     p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
     p.add_argument("--reference", help="folder of reference masks (NIfTI, PNG, Slice-O-Matic .tag) to validate against")

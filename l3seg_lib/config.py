@@ -30,6 +30,9 @@ class PhantomConfig:
     slices_per_patient: tuple[int, int] = (1, 3)
     matrix: int = 512
     seed: int = 0
+    realism: bool = True
+    """Add what real scans hold: realistic vertebrae, ribs, arms, contrast phases, extreme
+    habitus, intensity randomisation, kernels, metal streaks, truncated fields of view."""
 
 
 @dataclass
@@ -60,7 +63,10 @@ class PreprocessConfig:
     image_size: int = 256
     """Model input size in pixels (square)."""
     pad_to_square: bool = True
-    """Pad non-square images with air before resizing, so anatomy keeps its aspect ratio."""
+    """Whole-image mode (``pixel_mm`` null): pad non-square images with air before resizing."""
+    pixel_mm: float | None = 1.5
+    """Physical scale: model pixels of this size in mm with the body centred (coarser only for a
+    body wider than the field of view, ``image_size * pixel_mm``); null = the whole image resized."""
 
 
 @dataclass
@@ -189,6 +195,8 @@ class EvaluateConfig:
     model: str = "auto"
     """Which model the evaluation uses: ``baseline``, ``optimised`` or ``auto`` (optimised
     when the optimisation step produced one)."""
+    postprocess: bool = True
+    """Clean predicted labels anatomically (nothing outside the body or inside bone; no specks)."""
 
 
 @dataclass
@@ -334,6 +342,8 @@ def _validate(obj: Any, where: str) -> None:
         lo, hi = obj.window_hu
         if not lo < hi:
             raise bad(f"preprocess.window_hu must be [low, high] with low < high, got {list(obj.window_hu)}")
+        if obj.pixel_mm is not None and not 0.2 <= obj.pixel_mm <= 10.0:
+            raise bad(f"preprocess.pixel_mm must be 0.2-10 mm (or null), got {obj.pixel_mm}")
         if obj.image_size < 16 or obj.image_size % 16:
             raise bad(f"preprocess.image_size must be a multiple of 16 and >= 16, got {obj.image_size}")
     elif isinstance(obj, SplitConfig):

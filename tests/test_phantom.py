@@ -90,3 +90,21 @@ def test_same_seed_same_slice_pinned(index, slice_index, digest):
     spec = phantom.make_patient(index, 13, 160, (1, 3))
     hu, lab, _ = phantom.render_slice(spec, slice_index, 160)
     assert hashlib.sha256(hu.tobytes() + lab.tobytes()).hexdigest()[:16] == digest
+
+
+def test_label_volumes_lie_in_the_image_space_for_mirrored_storage(tmp_path):
+    """Patients stored with the row direction to the right: the label volume's slices must follow
+    the images inferior -> superior (the same-space check of the loaders would refuse them)."""
+    from l3seg_lib.data.cases import iter_manifest
+    from l3seg_lib.data.manifest import read_manifest
+
+    mirrored = next(i for i in range(40) if phantom.make_patient(i, 11, 96, (3, 3)).mirrored_storage)
+    phantom.generate(tmp_path, n_patients=mirrored + 1, seed=11, matrix=96, slices_per_patient=(3, 3), progress=False)
+    man = read_manifest(tmp_path / "manifest.csv").iloc[[mirrored]]
+    cases = list(iter_manifest(man, DataConfig()))
+    spec = phantom.make_patient(mirrored, 11, 96, (3, 3))
+    assert len(cases) == 3
+    for j, case in enumerate(cases):  # each slice's mask is the label map rendered for that slice
+        _, lab, _ = phantom.render_slice(spec, j, 96)
+        expected = remap_labels(lab, phantom.PHANTOM_LABEL_MAP, "phantom")
+        assert (case.mask == expected).mean() > 0.99

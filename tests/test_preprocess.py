@@ -59,7 +59,7 @@ def test_export_processed_round_trip(tmp_path):
     hu, mask = body_phantom(96, 80)
     img = CTImage(hu=hu, spacing_mm=(0.9, 0.9), patient_id="P1", slice_id="s1", source="x.dcm",
                   meta={"PatientSex": "M", "PatientSize": "1.8"})
-    cfg = PreprocessConfig(image_size=64)
+    cfg = PreprocessConfig(image_size=64, pixel_mm=None)  # whole-image mode
     df = export_processed([Case(img, mask, "m.nii.gz")], tmp_path, cfg)
     assert list(df["case_id"]) == ["P1__s1"]
     row = read_processed_manifest(tmp_path).iloc[0]
@@ -71,3 +71,26 @@ def test_export_processed_round_trip(tmp_path):
     assert np.array_equal(arrays["hu"], hu.astype(np.int16))
     with pytest.raises(ValueError, match="listed twice"):
         export_processed([Case(img, mask), Case(img, mask)], tmp_path / "dup", cfg)
+
+
+def test_physical_scale_keeps_thin_structures_and_areas():
+    """At a fixed pixel size the body is centred and a 3 mm ring keeps its pixels whatever the
+    field of view; going back to the original grid restores the mask."""
+    from l3seg_lib.preprocessing.geometry import labels_to_original
+
+    for fov_px, spacing in ((512, 0.98), (256, 1.95)):  # the same 500 mm field at two matrices
+        yy, xx = np.mgrid[:fov_px, :fov_px]
+        r = np.hypot((yy - fov_px * 0.55) * spacing, (xx - fov_px * 0.45) * spacing)  # off-centre body
+        hu = np.where(r < 150, 40.0, -1000.0).astype(np.float32)
+        mask = np.where(r < 150, 1, 0).astype(np.uint8)
+        mask[(r >= 147) & (r < 150)] = 2  # a 3 mm ring
+        g = make_geometry(hu.shape, (spacing, spacing), 256, pixel_mm=1.5, hu=hu)
+        assert g.eff_spacing_mm[0] == pytest.approx(1.5, rel=0.02)
+        model = mask_to_model(mask, g)
+        assert (model == 2).sum() > 0.8 * 2 * np.pi * 150 * 3 / 1.5**2  # the ring survives at 1.5 mm
+        rows, cols = np.nonzero(model > 0)
+        assert abs(rows.mean() - 127.5) < 2 and abs(cols.mean() - 127.5) < 2  # body centred
+        back = labels_to_original(model, g)
+        assert (back == mask).mean() > 0.99
+    big = make_geometry((512, 512), (0.98, 0.98), 256, pixel_mm=1.5, hu=np.full((512, 512), 40.0, np.float32))
+    assert big.eff_spacing_mm[0] > 1.5  # a body wider than the field is shown coarser, never cut

@@ -22,7 +22,8 @@ VERDICTS = ("sarcopenia", "sarcopenic_obesity", "myosteatosis", "visceral_obesit
 
 def evaluate_cases(model: str | Path | Predictor, processed_dir: str | Path, rows: pd.DataFrame,
                    composition: CompositionConfig | None = None, device: str = "auto", progress: bool = True,
-                   keep_predictions: bool = False) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+                   keep_predictions: bool = False, postprocess: bool = True
+                   ) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
     """Segment each processed case at its original size and compare with its reference mask.
 
     Returns (one row per slice: Dice, IoU, areas and area errors, composition from the
@@ -30,7 +31,7 @@ def evaluate_cases(model: str | Path | Predictor, processed_dir: str | Path, row
     confusion matrix; predictions by case_id when ``keep_predictions``).
     """
     comp = composition or CompositionConfig()
-    predictor = model if isinstance(model, Predictor) else Predictor(model, device)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device, postprocess=postprocess)
     out, cm = [], np.zeros((4, 4), dtype=np.int64)
     preds: dict[str, np.ndarray] = {}
     for _, row in tqdm(rows.iterrows(), total=len(rows), desc="evaluate", unit="slice", disable=not progress, mininterval=2.0):

@@ -48,6 +48,8 @@ class ModelInfo:
     """Model input size in pixels (square)."""
     pad_to_square: bool
     classes: tuple[str, ...]
+    pixel_mm: float | None = None
+    """Physical scale of the model input (mm per pixel), or None (the whole image resized)."""
     label: str = "model"
     l3seg_version: str = ""
     members: int = 1
@@ -85,10 +87,11 @@ def read_metadata(props: dict[str, str], path: Path) -> ModelInfo:
         raise L3SegInputError(path, f"l3seg metadata lacks {', '.join(missing)}")
     if tuple(meta["classes"]) != CLASS_NAMES:
         raise L3SegInputError(path, f"model classes {meta['classes']} are not l3seg's {list(CLASS_NAMES)}")
-    known = set(REQUIRED_KEYS) | {"label", "l3seg_version", "members", "params_sha256"}
+    known = set(REQUIRED_KEYS) | {"label", "l3seg_version", "members", "params_sha256", "pixel_mm"}
     return ModelInfo(window_hu=(float(meta["window_hu"][0]), float(meta["window_hu"][1])),
                      image_size=int(meta["image_size"]), pad_to_square=bool(meta["pad_to_square"]),
                      classes=tuple(meta["classes"]), label=str(meta.get("label", "model")),
+                     pixel_mm=None if meta.get("pixel_mm") is None else float(meta["pixel_mm"]),
                      l3seg_version=str(meta.get("l3seg_version", "")), members=int(meta.get("members", 1)),
                      params_sha256=str(meta.get("params_sha256", "")),
                      extra={k: v for k, v in meta.items() if k not in known})

@@ -16,6 +16,7 @@ import numpy as np
 
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.inference.model_file import ModelInfo, OnnxModel
+from l3seg_lib.inference.postprocess import clean_labels
 from l3seg_lib.preprocessing.geometry import image_to_model, make_geometry, probs_to_original
 
 __all__ = ["Prediction", "Predictor"]
@@ -38,10 +39,12 @@ class Predictor:
         model_path: an l3seg ONNX model file (``model.onnx`` of a run).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         num_threads: CPU threads (0 = all cores).
+        postprocess: clean the labels anatomically (:mod:`l3seg_lib.inference.postprocess`).
     """
 
-    def __init__(self, model_path: str | Path, device: str = "auto", num_threads: int = 0):
+    def __init__(self, model_path: str | Path, device: str = "auto", num_threads: int = 0, postprocess: bool = True):
         self.model = OnnxModel(model_path, device, num_threads)
+        self.postprocess = postprocess
         self.path = self.model.path
         info = self.model.info
         self.window_hu = info.window_hu
@@ -61,14 +64,18 @@ class Predictor:
                      ) -> list[Prediction]:
         """Segment several HU slices (each with its (row, col) spacing in mm)."""
         t0 = time.perf_counter()
-        geoms = [make_geometry(h.shape, s, self.image_size, self.pad_to_square) for h, s in zip(hus, spacings)]
+        geoms = [make_geometry(h.shape, s, self.image_size, self.pad_to_square, self.info.pixel_mm, h)
+                 for h, s in zip(hus, spacings)]
         images = np.stack([image_to_model(h, g, self.window_hu) for h, g in zip(hus, geoms)]) if hus else \
             np.zeros((0, self.image_size, self.image_size), np.float32)
         probs = self.model(images, batch_size)
         out = []
-        for p, g in zip(probs, geoms):
+        for p, g, h, s in zip(probs, geoms, hus, spacings):
             full = probs_to_original(p, g)
-            out.append(Prediction(full.argmax(0).astype(np.uint8), full, 0.0))
+            labels = full.argmax(0).astype(np.uint8)
+            if self.postprocess:
+                labels = clean_labels(labels, h, s)
+            out.append(Prediction(labels, full, 0.0))
         per = (time.perf_counter() - t0) / max(len(out), 1)
         for pr in out:
             pr.seconds = per

@@ -71,6 +71,8 @@ class MeasureOptions:
     unless the manifest gives ``slice_index``."""
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     progress: bool = True
+    postprocess: bool = True
+    """Clean the labels anatomically (:mod:`l3seg_lib.inference.postprocess`)."""
     read_threads: int = 2
     """Threads reading and decoding the next inputs while the network runs (0: read in turn)."""
 
@@ -128,7 +130,7 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     out = Path(out_dir)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     clinical = read_clinical(opt.clinical_csv) if opt.clinical_csv else None
-    predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device, postprocess=opt.postprocess)
     ref_dir = Path(opt.reference_dir) if opt.reference_dir else None
     check_hu, max_slices, progress, reference_labels = opt.check_hu, opt.max_slices, opt.progress, opt.reference_labels
     inputs = discover_inputs(folder)
@@ -191,6 +193,7 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
                     "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
                     "age_years": clin.get("age"), **verdict, **m, "series_notes": notes, **level,
                     "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
+                    "model": predictor.label,
                     "overlay": str(overlay.relative_to(out)),
                 }
                 rows.append(row)
@@ -240,7 +243,7 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     err.to_csv(out / "errors.csv", index=False)
     skipped_df = pd.DataFrame(skipped, columns=["source", "file", "reason"])
     skipped_df.to_csv(out / "skipped.csv", index=False)
-    meta = {"model": str(predictor.path), "cutoff_set": cutoffs.name, "cutoff_description": cutoffs.description,
+    meta = {"model": f"{predictor.path.name}: {predictor.info.describe()}", "cutoff_set": cutoffs.name, "cutoff_description": cutoffs.description,
             "citations": cutoffs.citation_text(), "hu_ranges": {k: list(v) for k, v in comp.hu_ranges.items()}}
     if len(table):
         for pid, group in table.groupby("patient_id", sort=True):

@@ -22,14 +22,14 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
                  slices: list[int] | None = None, vertebra_labels: str | Path | None = None,
                  vertebra_label: int = TOTALSEGMENTATOR_L3, margin: int = 0, device: str = "auto",
                  check_hu: bool = True, png_spacing: tuple[float, float] | None = None,
-                 png_window: tuple[float, float] | None = None) -> pd.DataFrame:
+                 png_window: tuple[float, float] | None = None, postprocess: bool = True) -> pd.DataFrame:
     """Segment an input and write, under ``out_dir``: ``<name>_labels.nii.gz`` (the whole input
     grid, unsegmented slices 0), per slice ``<name>_s<index>_mask.png`` (values 0-3) and
     ``..._overlay.png``, and ``areas.csv`` (one row per slice, areas in cm2, muscle mean HU)."""
     input_path = Path(input_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = model if isinstance(model, Predictor) else Predictor(model, device)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device, postprocess=postprocess)
     volume = read_image(input_path, check_hu=check_hu, spacing_mm=png_spacing, window_hu=png_window) \
         if input_path.name.lower().endswith(".png") else read_image(input_path, check_hu=check_hu)
     indices = choose_slices(volume, slices, vertebra_labels, vertebra_label, margin)
@@ -51,7 +51,7 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
             **{f"{name}_area_cm2": round(float(area[c]), 3) for c, name in enumerate(TISSUES, start=1)},
             "muscle_mean_hu": round(float(volume.hu[i][muscle].mean()), 2) if muscle.any() else np.nan,
             "hu_calibrated": bool(volume.meta.get("hu_calibrated", True)),
-            "seconds": round(pred.seconds, 4), "model": str(predictor.path),
+            "seconds": round(pred.seconds, 4), "model": predictor.label,
         })
     write_nifti_labels(full, volume.affine, out / f"{stem}_labels.nii.gz")
     df = pd.DataFrame(rows)

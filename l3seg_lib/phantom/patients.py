@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -35,9 +36,12 @@ class PatientSpec:
     vat_hu: float
     noise_sd: float
     seed: int
+    realism: bool = False
+    """Add what real scans hold (:mod:`l3seg_lib.phantom.realism`)."""
 
 
-def make_patient(index: int, seed: int, matrix: int = 512, slices: tuple[int, int] = (1, 3)) -> PatientSpec:
+def make_patient(index: int, seed: int, matrix: int = 512, slices: tuple[int, int] = (1, 3),
+                 realism: bool = False) -> PatientSpec:
     rng = np.random.default_rng([seed, index, 1])
     sex = "M" if rng.random() < 0.5 else "F"
     age = int(rng.integers(28, 88))
@@ -53,7 +57,7 @@ def make_patient(index: int, seed: int, matrix: int = 512, slices: tuple[int, in
     sat_mm = (3.0 + 2.1 * (bmi - 17.5) * (1.45 if sex == "F" else 0.95)) * rng.lognormal(0, 0.2)
     muscle_hu = 48.0 - 0.28 * (age - 40) - 0.55 * (bmi - 25) + rng.normal(0, 5.0)
     lo, hi = slices
-    return PatientSpec(
+    spec = PatientSpec(
         patient_id=f"L3P{index + 1:04d}",
         sex=sex, age=age, height_m=round(height, 3), weight_kg=round(weight, 1), bmi=round(bmi, 2),
         n_slices=int(rng.integers(lo, hi + 1)),
@@ -70,5 +74,10 @@ def make_patient(index: int, seed: int, matrix: int = 512, slices: tuple[int, in
         noise_sd=0.0,
         seed=int(rng.integers(0, 2**31 - 1)),
     )
+    if realism:
+        from l3seg_lib.phantom.realism import rng_for, widen_habitus
+
+        spec = widen_habitus(dataclasses.replace(spec, realism=True), rng_for(spec, 0, 0))
+    return spec
 
 

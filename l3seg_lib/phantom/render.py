@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from l3seg_lib.phantom import anatomy
+from l3seg_lib.phantom import anatomy, realism
 from l3seg_lib.phantom.patients import PatientSpec
 
 STRUCTURES = (
@@ -21,6 +21,8 @@ STRUCTURES = (
     anatomy.vertebra,
 )
 """Painting order: later structures paint over earlier ones."""
+REALISM = (realism.vertebral_body, realism.ribs, realism.arms, realism.contrast_phase, realism.randomise_intensities)
+"""Added, in this order, for patients with ``realism`` on."""
 
 
 def render_slice(spec: PatientSpec, slice_index: int, matrix: int = 512) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -32,7 +34,13 @@ def render_slice(spec: PatientSpec, slice_index: int, matrix: int = 512) -> tupl
     frame = anatomy.body_frame(spec, slice_index, matrix)
     for paint in STRUCTURES:
         paint(frame)
+    if spec.realism:
+        for k, add in enumerate(REALISM, start=1):
+            add(frame, realism.rng_for(spec, slice_index, k))
     hu, noise_sd = anatomy.image_formation(frame)
+    if spec.realism:
+        hu = np.clip(realism.acquisition(frame, hu, realism.rng_for(spec, slice_index, 99)), -1024.0, 3071.0)
+        hu = hu.astype(np.float32)
     info = {
         "spacing_mm": frame.spacing,
         "origin_x": float(frame.cv.x[0, 0]),

@@ -91,7 +91,8 @@ def write_ct_slice(path: Path, hu: np.ndarray, spec: PatientSpec, info: dict, in
 
 
 def generate(out_dir: str | Path, n_patients: int = 60, seed: int = 0, matrix: int = 512,
-             slices_per_patient: tuple[int, int] = (1, 3), progress: bool = True) -> pd.DataFrame:
+             slices_per_patient: tuple[int, int] = (1, 3), progress: bool = True, realism: bool = False
+             ) -> pd.DataFrame:
     """Write the synthetic data set to ``out_dir`` and return its manifest.
 
     Returns the manifest (``image, mask, patient_id``) also written as ``manifest.csv``.
@@ -101,7 +102,7 @@ def generate(out_dir: str | Path, n_patients: int = 60, seed: int = 0, matrix: i
     write_itksnap_labels(out / "labels.txt", LABELS)
     manifest, clinical = [], []
     for i in tqdm(range(n_patients), desc="phantom", unit="patient", disable=not progress, mininterval=2.0):
-        spec = make_patient(i, seed, matrix, slices_per_patient)
+        spec = make_patient(i, seed, matrix, slices_per_patient, realism)
         labels, first = [], None
         for j in range(spec.n_slices):
             hu, lab, info = render_slice(spec, j, matrix)
@@ -111,7 +112,8 @@ def generate(out_dir: str | Path, n_patients: int = 60, seed: int = 0, matrix: i
             if first is None:
                 first = (row_cos, col_cos, pos, info["spacing_mm"])
         row_cos, col_cos, pos, s = first
-        affine = dicom_affine(row_cos, col_cos, pos, (s, s), np.cross(row_cos, col_cos) * SLICE_GAP_MM)
+        # slices are written inferior -> superior whatever the row direction: the slice axis is +z
+        affine = dicom_affine(row_cos, col_cos, pos, (s, s), np.array([0.0, 0.0, SLICE_GAP_MM]))
         # in the DICOM's stored pixel order with its geometry, as ITK-SNAP saves a segmentation
         write_nifti_labels(np.stack(labels), affine, out / "masks" / f"{spec.patient_id}.nii.gz")
         manifest.append({"image": f"dicom/{spec.patient_id}", "mask": f"masks/{spec.patient_id}.nii.gz",

@@ -45,7 +45,7 @@ def export_processed(
     seen: set[str] = set()
     for case in tqdm(cases, total=total, desc="preprocess", unit="slice", mininterval=2.0):
         img = case.image
-        geom = make_geometry(img.hu.shape, img.spacing_mm, cfg.image_size, cfg.pad_to_square)
+        geom = make_geometry(img.hu.shape, img.spacing_mm, cfg.image_size, cfg.pad_to_square, cfg.pixel_mm, img.hu)
         case_id = f"{img.patient_id}__{img.slice_id}"
         if case_id in seen:
             raise ValueError(f"{img.source}: slice {img.slice_id} of patient {img.patient_id} is listed twice")
@@ -69,6 +69,8 @@ def export_processed(
             "spacing_row_mm": geom.spacing_mm[0], "spacing_col_mm": geom.spacing_mm[1],
             "image_size": geom.size, "pad_top": geom.pad[0], "pad_bottom": geom.pad[1],
             "pad_left": geom.pad[2], "pad_right": geom.pad[3],
+            "scaled_rows": geom.scaled[0] if geom.scaled else 0, "scaled_cols": geom.scaled[1] if geom.scaled else 0,
+            "offset_top": geom.offset[0], "offset_left": geom.offset[1],
             "eff_spacing_row_mm": eff[0], "eff_spacing_col_mm": eff[1],
             "slice_location_mm": img.slice_location_mm, "hu_calibrated": img.hu_calibrated,
             **clin,

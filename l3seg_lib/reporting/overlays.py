@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from l3seg_lib.preprocessing.geometry import window
+from l3seg_lib.preprocessing.geometry import body_box, window
 
 TISSUE_COLOURS = {1: (230, 57, 70), 2: (255, 200, 60), 3: (60, 170, 230)}
 """RGB per class: muscle red, SAT yellow, VAT blue."""
@@ -50,18 +50,11 @@ def error_map_rgb(hu: np.ndarray, pred: np.ndarray, true: np.ndarray) -> np.ndar
 
 
 def crop_to_body(hu: np.ndarray, *others: np.ndarray, margin: int = 8, threshold: float = -500.0):
-    """Crop arrays to the bounding box of the body (the largest region above ``threshold`` HU,
+    """Crop arrays to the bounding box of the body (:func:`~l3seg_lib.preprocessing.geometry.body_box`,
     which leaves out the CT table) plus a margin."""
-    from scipy import ndimage
-
-    regions, n = ndimage.label(ndimage.binary_opening(hu > threshold, iterations=2))  # cut thin table contact
-    if n == 0:
+    box = body_box(hu, threshold)
+    if box is None:
         return (hu, *others)
-    body = regions == (np.argmax(np.bincount(regions.ravel())[1:]) + 1)
-    rows = np.flatnonzero(body.any(axis=1))
-    cols = np.flatnonzero(body.any(axis=0))
-    if rows.size == 0 or cols.size == 0:
-        return (hu, *others)
-    r0, r1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, hu.shape[0])
-    c0, c1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, hu.shape[1])
+    r0, r1 = max(box[0] - margin, 0), min(box[1] + margin, hu.shape[0])
+    c0, c1 = max(box[2] - margin, 0), min(box[3] + margin, hu.shape[1])
     return tuple(a[r0:r1, c0:c1] for a in (hu, *others))

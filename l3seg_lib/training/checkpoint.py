@@ -47,6 +47,7 @@ def save_checkpoint(path: str | Path, states: list[dict[str, torch.Tensor]], par
         "window_hu": list(params.preprocess.window_hu),
         "image_size": int(image_size),
         "pad_to_square": params.preprocess.pad_to_square,
+        "pixel_mm": params.preprocess.pixel_mm,
         "info": info or {},
     })
     states = [{k: v.detach().cpu() for k, v in s.items()} for s in states]

@@ -68,7 +68,8 @@ def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_siz
     meta = {
         "format": ONNX_FORMAT, "l3seg_version": __version__, "label": label, "classes": list(CLASS_NAMES),
         "window_hu": list(params.preprocess.window_hu), "image_size": int(image_size),
-        "pad_to_square": params.preprocess.pad_to_square, "members": len(states),
+        "pad_to_square": params.preprocess.pad_to_square, "pixel_mm": params.preprocess.pixel_mm,
+        "members": len(states),
         "model": dataclasses.asdict(params.model), "train": params.to_dict()["train"],
         "params_sha256": params_sha256(params), **(info or {}),
     }

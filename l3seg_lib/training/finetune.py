@@ -33,6 +33,7 @@ def params_of_checkpoint(ckpt: dict[str, Any]) -> Params:
     p = params_from_dict({"model": ckpt["model"], "train": ckpt["train"]}, "model file")
     p.preprocess.window_hu = tuple(ckpt["window_hu"])
     p.preprocess.pad_to_square = ckpt["pad_to_square"]
+    p.preprocess.pixel_mm = ckpt.get("pixel_mm")
     return copy.deepcopy(p)
 
 
@@ -49,9 +50,10 @@ def model_arrays(volume: CTVolume, labels: np.ndarray, indices: list[int], ckpt:
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Slices ``indices`` of a volume and its class labels at the model file's input size."""
     spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
-    geom = make_geometry(volume.hu.shape[1:], spacing, ckpt["image_size"], ckpt["pad_to_square"])
-    x = np.stack([image_to_model(volume.hu[i], geom, tuple(ckpt["window_hu"])) for i in indices])
-    y = np.stack([mask_to_model(labels[i], geom) for i in indices])
+    geoms = {i: make_geometry(volume.hu.shape[1:], spacing, ckpt["image_size"], ckpt["pad_to_square"],
+                              ckpt.get("pixel_mm"), volume.hu[i]) for i in indices}
+    x = np.stack([image_to_model(volume.hu[i], geoms[i], tuple(ckpt["window_hu"])) for i in indices])
+    y = np.stack([mask_to_model(labels[i], geoms[i]) for i in indices])
     return x, y
 
 
