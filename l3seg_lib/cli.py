@@ -1,4 +1,4 @@
-"""Command line: ``l3seg run | generate | predict | locate | measure``.
+"""Command line: ``l3seg run | generate | predict | locate | measure | finetune | train-default``.
 
 Each command imports only what it needs: ``predict`` and ``measure`` load the inference stack,
 never the training or notebook stacks.
@@ -79,7 +79,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical, reference_dir=args.reference,
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
                              check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads,
-                             postprocess=not args.no_postprocess)
+                             postprocess=not args.no_postprocess, force=args.force)
     res = measure_folder(args.folder, _model(args.model), args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
           f"{len(res.skipped)} file(s) left out of series folders (skipped.csv); "
@@ -107,6 +107,40 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     if args.picture:
         print(f"review picture: {save_localizer_png(args.picture, volume, loc)}")
     return 0 if loc.found else 1
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from l3seg_lib.config import DataConfig
+    from l3seg_lib.measurement.inputs import load_label_map
+
+    try:
+        from l3seg_lib.training.finetune import finetune_on_cases
+    except ImportError as exc:
+        print(f"error: l3seg finetune trains and needs the training extra ({exc.name} is missing): "
+              f"pip install 'l3seg[train]'", file=sys.stderr)
+        return 2
+    checkpoint = _model(args.model).with_suffix(".pt")
+    data = DataConfig(source="manifest", manifest=str(args.manifest), label_map=load_label_map(args.label_map))
+    res = finetune_on_cases(checkpoint, args.manifest, args.out, data, epochs=args.epochs,
+                            test_fraction=args.test_fraction, seed=args.seed)
+    for name, df in (("before", res.before), ("after", res.after)):
+        print(f"{name:>6}: Dice muscle {df['dice_muscle'].mean():.3f}, SAT {df['dice_sat'].mean():.3f}, "
+              f"VAT {df['dice_vat'].mean():.3f} on {len(df)} held-out slice(s)")
+    print(f"fine-tuned model: {res.model_path}; report: {res.report}")
+    return 0
+
+
+def _cmd_train_default(args: argparse.Namespace) -> int:
+    try:
+        from l3seg_lib.training.default_model import default_model_params, train_default_model
+    except ImportError as exc:
+        print(f"error: l3seg train-default needs the training extra ({exc.name} is missing): "
+              f"pip install 'l3seg[train]'", file=sys.stderr)
+        return 2
+    res = train_default_model(args.out, default_model_params(members=args.members, seed=args.seed))
+    print(f"cross-validated Dice on the built-in data: {res.mean_fg_dice:.3f}; model: {res.model_path} "
+          f"(weights: {res.checkpoint_path})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_locate)
 
+    p = sub.add_parser("finetune", help="fine-tune the default model on your labelled cases (patient-wise)")
+    p.add_argument("manifest", help="manifest CSV: image, mask, patient_id (see README)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", help="model to start from (an .onnx with its .pt beside it; default: the shipped model)")
+    p.add_argument("--label-map", help="YAML/JSON label map of the masks (default: 0-3 as the classes)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--test-fraction", type=float, default=0.25, help="share of patients held out for before/after")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("train-default", help="train the default model from the built-in data (~15 min on 2 cores)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--members", type=int, default=2, help="cross-validation folds kept as ensemble members")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=_cmd_train_default)
+
     p = sub.add_parser("measure", help="batch body composition over a folder -> CSV + HTML")
     p.add_argument("folder")
     p.add_argument("--model", help="ONNX model file (default: the model that ships with l3seg)")
@@ -172,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-slices", type=int, default=5,
                    help="inputs with more slices are whole series: L3 is found by the localiser")
     p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
+    p.add_argument("--force", action="store_true", help="measure again the inputs the ledger lists as finished")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_measure)

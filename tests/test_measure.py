@@ -103,3 +103,24 @@ def test_long_volume_without_l3_goes_to_review_unless_the_manifest_names_the_sli
     res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", MeasureOptions(progress=False))
     assert res.measurements["slice_index"].tolist() == [3] and res.measurements["patient_id"].tolist() == ["S1"]
     assert read_dicom_series(tmp_path / "in" / "series").n_slices == 7
+
+
+def test_interrupted_batch_resumes_and_force_redoes(tmp_path, tiny_model):
+    hu, _ = body_phantom(64, 64)
+    for k in range(3):
+        write_dicom(tmp_path / "in" / f"p{k}.dcm", hu, patient_id=f"P{k}")
+    write_dicom(tmp_path / "in" / "mr.dcm", hu, Modality="MR", patient_id="MR")
+    out = tmp_path / "out"
+    first = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, max_inputs=2))
+    assert len(first.measurements) + len(first.errors) == 2  # "interrupted" after two inputs
+    ledger = pd.read_csv(out / "ledger.csv")
+    assert len(ledger) == 2 and set(ledger["status"]) <= {"measured", "refused"}
+    kept = (out / "inputs").stat().st_mtime_ns
+    second = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False))
+    assert set(second.measurements["patient_id"]) == {"P0", "P1", "P2"} and len(second.errors) == 1
+    ledger = pd.read_csv(out / "ledger.csv")
+    assert len(ledger) == 4 and ledger["source"].is_unique  # only the two unfinished inputs were measured
+    assert set(ledger["status"]) == {"measured", "refused"} and ledger["model_sha256"].nunique() == 1
+    assert kept <= (out / "inputs").stat().st_mtime_ns
+    measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, force=True))
+    assert len(pd.read_csv(out / "ledger.csv")) == 8  # --force measured everything again

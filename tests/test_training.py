@@ -193,3 +193,25 @@ def test_onnx_model_file_errors(tmp_path, tiny_model):
     onnx.save(model, str(tmp_path / "plain.onnx"))
     with pytest.raises(L3SegInputError, match="plain.onnx: not an l3seg model file"):
         OnnxModel(tmp_path / "plain.onnx")
+
+
+@pytest.mark.slow
+def test_finetune_command_on_labelled_cases(tiny_processed, tiny_model, tmp_path, capsys):
+    """`l3seg finetune`: patient-wise split, fine-tuning from a model, before/after on held-out patients."""
+    import yaml
+
+    from l3seg_lib import phantom
+    from l3seg_lib.cli import main
+
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump(phantom.PHANTOM_LABEL_MAP))
+    manifest = tiny_processed / "raw" / "manifest.csv"
+    assert main(["finetune", str(manifest), "--out", str(tmp_path / "ft"), "--model", str(tiny_model),
+                 "--label-map", str(tmp_path / "map.yaml"), "--epochs", "1", "--test-fraction", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "before: Dice muscle" in out and "after: Dice muscle" in out
+    split = pd.read_csv(tmp_path / "ft" / "split.csv", dtype={"patient_id": str})
+    before = pd.read_csv(tmp_path / "ft" / "before.csv", dtype={"patient_id": str})
+    held_out = set(split.loc[split["set"] == "test", "patient_id"])
+    assert len(held_out) == 1 and set(before["patient_id"]) == held_out  # scored only on held-out patients
+    assert (tmp_path / "ft" / "model.onnx").is_file() and (tmp_path / "ft" / "model.pt").is_file()
+    assert "Dice before" in (tmp_path / "ft" / "report.html").read_text()

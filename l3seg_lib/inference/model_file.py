@@ -64,9 +64,9 @@ class ModelInfo:
         data = self.extra.get("training_data")
         if data:
             parts.append(f"trained on {data}")
-        acc = self.extra.get("accuracy")
-        if acc:
-            parts.append(str(acc))
+        for key in ("accuracy", "real_ct_accuracy"):
+            if self.extra.get(key):
+                parts.append(str(self.extra[key]))
         return "; ".join(parts)
 
 

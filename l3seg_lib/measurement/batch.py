@@ -11,6 +11,7 @@ and the batch goes on.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -34,6 +36,7 @@ from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, find_reference
+from l3seg_lib.measurement.ledger import Ledger, file_sha256
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import save_overlay_png
@@ -75,6 +78,10 @@ class MeasureOptions:
     """Clean the labels anatomically (:mod:`l3seg_lib.inference.postprocess`)."""
     read_threads: int = 2
     """Threads reading and decoding the next inputs while the network runs (0: read in turn)."""
+    force: bool = False
+    """Measure again inputs the ledger lists as finished."""
+    max_inputs: int | None = None
+    """Stop after this many new inputs (to test resuming)."""
 
 
 def prefetch(fn: Callable, items: Sequence, threads: int) -> Iterator[Future]:
@@ -115,6 +122,122 @@ class MeasureResult:
     """Files inside series folders that were not measured (localizers, dose reports, other series, ...)."""
 
 
+class _Context:
+    """What every input of a batch is measured with."""
+
+    def __init__(self, opt: MeasureOptions, predictor: Predictor, out: Path):
+        self.opt, self.predictor, self.out = opt, predictor, out
+        self.comp = opt.composition
+        self.cutoffs = get_cutoff_set(opt.composition.cutoffs)
+        self.clinical = read_clinical(opt.clinical_csv) if opt.clinical_csv else None
+        self.ref_dir = Path(opt.reference_dir) if opt.reference_dir else None
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="l3seg-write")  # overlays, off the inference path
+        self.written: deque[Future] = deque()
+
+    def write_overlay(self, path: Path, hu: np.ndarray, labels: np.ndarray) -> None:
+        self.written.append(self.writer.submit(save_overlay_png, path, hu, labels))
+        while len(self.written) > WRITE_QUEUE and self.written[0].done():
+            self.written.popleft().result()
+        if len(self.written) > WRITE_QUEUE:  # bounded: never hold a long backlog of slices in memory
+            self.written.popleft().result()
+
+    def close(self) -> None:
+        for w in self.written:
+            w.result()
+        self.writer.shutdown()
+
+
+@dataclass
+class InputResult:
+    """Everything one input contributed to a batch (kept per input, so a batch can resume)."""
+
+    source: str
+    status: str = "measured"
+    """``measured``, ``refused`` (errors.csv) or ``review`` (L3 not located)."""
+    reason: str = ""
+    seconds: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> InputResult:
+    """Measure one input (its volume being read in ``volume_future``); never raises for bad input."""
+    t0 = time.perf_counter()
+    res = InputResult(str(inp.image))
+    opt, out, predictor, comp = ctx.opt, ctx.out, ctx.predictor, ctx.comp
+    try:
+        volume = volume_future.result()
+        if inp.patient_id:
+            volume.patient_id = inp.patient_id
+        res.skipped = [{"source": str(inp.image), **item} for item in volume.meta.get("skipped", [])]
+        notes = "; ".join(volume.meta.get("series_notes", []))
+        level = {"l3_method": "every slice of a short input", "l3_confidence": "", "l3_range": "",
+                 "localizer_picture": "", "l3_notes": ""}
+        if inp.slice_index is not None:
+            if not 0 <= inp.slice_index < volume.n_slices:
+                raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{volume.n_slices - 1}")
+            indices = [inp.slice_index]
+            level["l3_method"] = "slice_index of the manifest"
+        elif volume.n_slices > opt.max_slices:
+            loc = locate_l3(volume, opt.localize)
+            picture = save_localizer_png(out / "localizer" / f"{safe_name(volume.patient_id)}_"
+                                         f"{safe_name(inp.image.name)}.png", volume, loc)
+            if not loc.found:
+                raise L3NotLocated(inp.image, f"L3 not located, listed for review: {loc.reason} "
+                                              f"(picture: {picture.relative_to(out)})", picture.relative_to(out))
+            indices = loc.slices
+            level = {"l3_method": loc.method, "l3_confidence": loc.confidence,
+                     "l3_range": f"{loc.l3_range[0]}-{loc.l3_range[1]}",
+                     "localizer_picture": str(picture.relative_to(out)), "l3_notes": "; ".join(loc.notes)}
+        else:
+            indices = list(range(volume.n_slices))
+        spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+        preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
+        calibrated = bool(volume.meta.get("hu_calibrated", True))
+        clin = clinical_for(volume.patient_id, ctx.clinical, volume.meta)
+        for i, pred in zip(indices, preds):
+            m = measure_slice(volume.hu[i], pred.labels, spacing, comp.hu_ranges, calibrated,
+                              volume.meta.get("png_window_hu"))
+            verdict = assess(m, clin, ctx.cutoffs)
+            overlay = out / "overlays" / f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}.png"
+            ctx.write_overlay(overlay, volume.hu[i], pred.labels)
+            res.rows.append({
+                "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
+                "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
+                "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
+                "age_years": clin.get("age"), **verdict, **m, "series_notes": notes, **level,
+                "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
+                "model": predictor.label, "overlay": str(overlay.relative_to(out)),
+            })
+    except L3NotLocated as exc:
+        res.status, res.reason = "review", str(exc)
+        res.errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture)})
+    except (L3SegError, ValueError, OSError, RuntimeError) as exc:
+        res.status, res.reason = "refused", str(exc)
+        res.errors.append({"source": str(inp.image), "error": str(exc)})
+    except Exception as exc:  # keep the batch going; record what broke
+        res.status, res.reason = "refused", f"{type(exc).__name__}: {exc}"
+        res.errors.append({"source": str(inp.image), "error": res.reason, "detail": traceback.format_exc(limit=3)})
+    if res.status == "measured" and ctx.ref_dir is not None:
+        try:  # a reference problem affects the validation only, never the measurement
+            ref_path = find_reference(ctx.ref_dir, inp.image, volume)
+            if ref_path is None:
+                raise L3SegInputError(inp.image, f"no reference mask in {ctx.ref_dir} (expected "
+                                                f"{inp.image.name.split('.')[0]} with {', '.join(REFERENCE_SUFFIXES)})")
+            raw = read_mask_for(ref_path, volume, "reference mask")
+            lmap = opt.reference_labels or (SLICE_O_MATIC_TAGS if ref_path.name.endswith(".tag") else IDENTITY_LABEL_MAP)
+            ref = remap_labels(raw, lmap, str(ref_path))
+            for i, pred in zip(indices, preds):
+                ms = slice_metrics(pred.labels, ref[i], spacing)
+                res.validation.append({"patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i, **ms})
+        except (L3SegError, ValueError, OSError) as exc:
+            res.errors.append({"source": str(inp.image), "error": f"reference not used: {exc}"})
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
 def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: str | Path,
                    options: MeasureOptions | None = None) -> MeasureResult:
     """Segment and measure every input in ``folder``; see the module docstring.
@@ -123,113 +246,49 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     ``errors.csv`` (inputs refused, with the reason), ``skipped.csv`` (files inside series
     folders left out, with the reason), ``overlays/``, ``patients/<id>.html``, ``index.html`` and, with
     ``options.reference_dir``, ``validation.csv`` and ``agreement.csv`` (Bland-Altman).
+
+    Resumable: ``ledger.csv`` gets one row per input as it finishes (status, reason, seconds,
+    model hash) and ``inputs/`` keeps its results; a rerun on the same folder and output takes
+    finished inputs from there (``options.force`` redoes them; another model redoes them too).
     """
     opt = options or MeasureOptions()
-    comp = opt.composition
-    cutoffs = get_cutoff_set(comp.cutoffs)
     out = Path(out_dir)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    clinical = read_clinical(opt.clinical_csv) if opt.clinical_csv else None
     predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device, postprocess=opt.postprocess)
-    ref_dir = Path(opt.reference_dir) if opt.reference_dir else None
-    check_hu, max_slices, progress, reference_labels = opt.check_hu, opt.max_slices, opt.progress, opt.reference_labels
+    ledger = Ledger(out, file_sha256(predictor.path))
     inputs = discover_inputs(folder)
-    rows: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    validation: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    def read(inp: ManifestEntry) -> CTVolume:
-        return read_image(inp.image, check_hu=check_hu and not inp.is_png, **inp.png_kwargs())
+    done = {} if opt.force else ledger.finished()
+    todo = [inp for inp in inputs if str(inp.image) not in done]
+    if opt.max_inputs is not None:
+        todo = todo[: opt.max_inputs]
+    ctx = _Context(opt, predictor, out)
 
-    writer = ThreadPoolExecutor(1, thread_name_prefix="l3seg-write")  # overlays, off the inference path
-    written: deque[Future] = deque()
-    loaded = prefetch(read, inputs, opt.read_threads)
-    for inp, future in tqdm(zip(inputs, loaded), total=len(inputs), desc="measure", unit="input",
-                            disable=not progress, mininterval=2.0):
-        try:
-            volume = future.result()
-            if inp.patient_id:
-                volume.patient_id = inp.patient_id
-            skipped += [{"source": str(inp.image), **item} for item in volume.meta.get("skipped", [])]
-            notes = "; ".join(volume.meta.get("series_notes", []))
-            level = {"l3_method": "every slice of a short input", "l3_confidence": "", "l3_range": "",
-                     "localizer_picture": "", "l3_notes": ""}
-            if inp.slice_index is not None:
-                if not 0 <= inp.slice_index < volume.n_slices:
-                    raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{volume.n_slices - 1}")
-                indices = [inp.slice_index]
-                level["l3_method"] = "slice_index of the manifest"
-            elif volume.n_slices > max_slices:
-                loc = locate_l3(volume, opt.localize)
-                picture = save_localizer_png(out / "localizer" / f"{safe_name(volume.patient_id)}_"
-                                             f"{safe_name(inp.image.name)}.png", volume, loc)
-                if not loc.found:
-                    raise L3NotLocated(inp.image, f"L3 not located, listed for review: {loc.reason} "
-                                                  f"(picture: {picture.relative_to(out)})", picture.relative_to(out))
-                indices = loc.slices
-                level = {"l3_method": loc.method, "l3_confidence": loc.confidence,
-                         "l3_range": f"{loc.l3_range[0]}-{loc.l3_range[1]}",
-                         "localizer_picture": str(picture.relative_to(out)),
-                         "l3_notes": "; ".join(loc.notes)}
-            else:
-                indices = list(range(volume.n_slices))
-            spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
-            preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
-            calibrated = bool(volume.meta.get("hu_calibrated", True))
-            clin = clinical_for(volume.patient_id, clinical, volume.meta)
-            for i, pred in zip(indices, preds):
-                m = measure_slice(volume.hu[i], pred.labels, spacing, comp.hu_ranges, calibrated,
-                                  volume.meta.get("png_window_hu"))
-                verdict = assess(m, clin, cutoffs)
-                overlay = out / "overlays" / f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}.png"
-                written.append(writer.submit(save_overlay_png, overlay, volume.hu[i], pred.labels))
-                while len(written) > WRITE_QUEUE and written[0].done():
-                    written.popleft().result()
-                if len(written) > WRITE_QUEUE:  # bounded: never hold a long backlog of slices in memory
-                    written.popleft().result()
-                row = {
-                    "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
-                    "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
-                    "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
-                    "age_years": clin.get("age"), **verdict, **m, "series_notes": notes, **level,
-                    "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
-                    "model": predictor.label,
-                    "overlay": str(overlay.relative_to(out)),
-                }
-                rows.append(row)
-        except L3NotLocated as exc:
-            errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture)})
-            continue
-        except (L3SegError, ValueError, OSError, RuntimeError) as exc:
-            errors.append({"source": str(inp.image), "error": str(exc)})
-            continue
-        except Exception as exc:  # keep the batch going; record what broke
-            errors.append({"source": str(inp.image), "error": f"{type(exc).__name__}: {exc}",
-                           "detail": traceback.format_exc(limit=3)})
-            continue
-        if ref_dir is None:
-            continue
-        try:  # a reference problem affects the validation only, never the measurement
-            ref_path = find_reference(ref_dir, inp.image, volume)
-            if ref_path is None:
-                raise L3SegInputError(inp.image, f"no reference mask in {ref_dir} (expected "
-                                                f"{inp.image.name.split('.')[0]} with {', '.join(REFERENCE_SUFFIXES)})")
-            raw = read_mask_for(ref_path, volume, "reference mask")
-            lmap = reference_labels or (SLICE_O_MATIC_TAGS if ref_path.name.endswith(".tag") else IDENTITY_LABEL_MAP)
-            ref = remap_labels(raw, lmap, str(ref_path))
-            for i, pred in zip(indices, preds):
-                ms = slice_metrics(pred.labels, ref[i], spacing)
-                validation.append({"patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i, **ms})
-        except (L3SegError, ValueError, OSError) as exc:
-            errors.append({"source": str(inp.image), "error": f"reference not used: {exc}"})
-    for w in written:
-        w.result()
-    writer.shutdown()
-    table = pd.DataFrame(rows)
+    def read(inp: ManifestEntry) -> CTVolume:
+        return read_image(inp.image, check_hu=opt.check_hu and not inp.is_png, **inp.png_kwargs())
+
+    results: dict[str, InputResult] = dict(done)
+    try:
+        loaded = prefetch(read, todo, opt.read_threads)
+        for inp, future in tqdm(zip(todo, loaded), total=len(todo), desc="measure", unit="input",
+                                disable=not opt.progress, mininterval=2.0):
+            res = measure_input(inp, future, ctx)
+            ledger.record(res)
+            results[res.source] = res
+    finally:
+        ctx.close()
+    ordered = [results[str(inp.image)] for inp in inputs if str(inp.image) in results]
+    return write_outputs(out, ordered, ctx)
+
+
+def write_outputs(out: Path, results: list[InputResult], ctx: _Context) -> MeasureResult:
+    """The batch's tables and pages from the results of its inputs."""
+    comp, cutoffs, predictor = ctx.comp, ctx.cutoffs, ctx.predictor
+    table = pd.DataFrame([r for res in results for r in res.rows])
+    errors = [e for res in results for e in res.errors]
     err = pd.DataFrame(errors, columns=["source", "error", "review", "picture"]
                        + (["detail"] if any("detail" in e for e in errors) else []))
     err["review"] = err["review"].astype(object).where(err["review"].notna(), False).astype(bool)
-    val = pd.DataFrame(validation)
+    val = pd.DataFrame([v for res in results for v in res.validation])
     agreement = pd.DataFrame()
     if len(val):
         agreement = pd.DataFrame([
@@ -241,10 +300,11 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
         agreement.to_csv(out / "agreement.csv", index=False)
     table.to_csv(out / "measurements.csv", index=False)
     err.to_csv(out / "errors.csv", index=False)
-    skipped_df = pd.DataFrame(skipped, columns=["source", "file", "reason"])
+    skipped_df = pd.DataFrame([k for res in results for k in res.skipped], columns=["source", "file", "reason"])
     skipped_df.to_csv(out / "skipped.csv", index=False)
-    meta = {"model": f"{predictor.path.name}: {predictor.info.describe()}", "cutoff_set": cutoffs.name, "cutoff_description": cutoffs.description,
-            "citations": cutoffs.citation_text(), "hu_ranges": {k: list(v) for k, v in comp.hu_ranges.items()}}
+    meta = {"model": f"{predictor.path.name}: {predictor.info.describe()}", "cutoff_set": cutoffs.name,
+            "cutoff_description": cutoffs.description, "citations": cutoffs.citation_text(),
+            "hu_ranges": {k: list(v) for k, v in comp.hu_ranges.items()}}
     if len(table):
         for pid, group in table.groupby("patient_id", sort=True):
             write_patient_html(out / "patients" / f"{safe_name(str(pid))}.html", str(pid), group, out, meta)

@@ -132,3 +132,21 @@ def write_run_index_html(path: Path, run_id: str, params_path: Path, notebooks_d
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path
+
+
+def write_finetune_html(path: Path, before: pd.DataFrame, after: pd.DataFrame, manifest: str, n_slices: int,
+                        n_patients: int, epochs: int) -> Path:
+    """Before-and-after page of ``l3seg finetune``: Dice and area error per tissue on the held-out
+    patients."""
+    rows = []
+    for t, name in (("muscle", "Skeletal muscle"), ("sat", "SAT"), ("vat", "VAT")):
+        rows.append({"tissue": name, "before": _fmt(before[f"dice_{t}"].mean(), 3), "after": _fmt(after[f"dice_{t}"].mean(), 3),
+                     "err_before": _fmt(before[f"area_err_{t}_pct"].abs().mean(), 1, "%"),
+                     "err_after": _fmt(after[f"area_err_{t}_pct"].abs().mean(), 1, "%")})
+    html = _ENV.get_template("finetune.html").render(
+        title="l3seg fine-tuning", rows=rows, manifest=manifest, n_slices=n_slices, n_patients=n_patients,
+        epochs=epochs, n_test=before["patient_id"].nunique(), n_test_slices=len(before), version=__version__,
+        generated=_now())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path

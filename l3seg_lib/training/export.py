@@ -80,3 +80,18 @@ def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_siz
     model.producer_name, model.producer_version = "l3seg", __version__
     onnx.save(model, str(path))
     return path
+
+
+def add_metadata(path: str | Path, **values: Any) -> Path:
+    """Add or replace l3seg metadata of an ONNX model file (e.g. its measured accuracy on real CT)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({f"l3seg.{k}": json.dumps(v, default=float) for k, v in values.items()})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return Path(path)

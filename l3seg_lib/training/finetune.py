@@ -1,15 +1,20 @@
-"""Fine-tuning a trained model file on labelled slices, and contiguous slice-block folds for
-evaluating that honestly on one volume (neighbouring slices look alike)."""
+"""Fine-tuning a trained model: on slices of one volume (with contiguous slice-block folds to
+evaluate that honestly: neighbouring slices look alike), and on a user's own labelled cases
+(``l3seg finetune``, patient-wise, with before-and-after figures)."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from l3seg_lib.config import ModelConfig, Params, params_from_dict
+from l3seg_lib.config import DataConfig, ModelConfig, Params, params_from_dict
+from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.preprocessing.geometry import image_to_model, make_geometry, mask_to_model
 from l3seg_lib.training.trainer import train_model
@@ -65,3 +70,76 @@ def finetune(ckpt: dict[str, Any], volume: CTVolume, labels: np.ndarray, train_i
     res = train_model(x, y, None, None, ModelConfig(**ckpt["model"]), p.train, seed, device, progress=False,
                       init_state=ckpt["state_dicts"][member], desc="fine-tune")
     return res.state_dict
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tuning on a user's own labelled cases (``l3seg finetune``)
+
+
+@dataclass
+class FinetuneResult:
+    model_path: Path
+    """The fine-tuned model (ONNX; its weights as ``.pt`` beside it)."""
+    before: pd.DataFrame
+    """Per held-out slice: Dice and areas of the starting model."""
+    after: pd.DataFrame
+    """The same for the fine-tuned model."""
+    split: pd.DataFrame
+    report: Path
+
+
+def finetune_on_cases(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, data: DataConfig,
+                      epochs: int = 20, test_fraction: float = 0.25, seed: int = 0, lr_factor: float = 0.3,
+                      progress: bool = True) -> FinetuneResult:
+    """Fine-tune a model (``checkpoint``: its ``.pt`` weights) on the labelled cases of a
+    manifest (ITK-SNAP NIfTI, PNG or Slice-O-Matic ``.tag`` masks, as for training).
+
+    Patients are split: ``test_fraction`` of them (at least one) are held out and never train;
+    the rest train for a fixed number of ``epochs`` (no selection on any data that is reported).
+    Before and after are scored on the held-out patients; writes ``model.onnx``, ``model.pt``,
+    ``before.csv``, ``after.csv``, ``split.csv`` and ``report.html`` to ``out_dir``.
+    """
+    from l3seg_lib.data.cases import iter_manifest
+    from l3seg_lib.data.manifest import read_manifest
+    from l3seg_lib.evaluation.evaluate import evaluate_cases
+    from l3seg_lib.preprocessing.processed import export_processed
+    from l3seg_lib.reporting.html import write_finetune_html
+    from l3seg_lib.training.checkpoint import load_checkpoint, save_checkpoint
+    from l3seg_lib.training.device import resolve_device
+    from l3seg_lib.training.export import export_onnx
+    from l3seg_lib.training.splits import subset
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(checkpoint)
+    p = finetune_params(ckpt, epochs, lr_factor)
+    p.seed, p.data = seed, data
+    processed = export_processed(iter_manifest(read_manifest(manifest), data), out / "processed", p.preprocess)
+    patients = sorted(processed["patient_id"].unique())
+    if len(patients) < 2:
+        raise L3SegInputError(manifest, f"fine-tuning needs labelled cases of at least 2 patients (one held out); "
+                                        f"found {len(patients)}")
+    rng = np.random.default_rng(seed)
+    n_test = max(1, int(round(test_fraction * len(patients))))
+    test = set(rng.permutation(patients)[:n_test].tolist())
+    split = pd.DataFrame({"patient_id": patients, "set": ["test" if pid in test else "dev" for pid in patients],
+                          "fold": [-1 if pid in test else 0 for pid in patients]})
+    split.to_csv(out / "split.csv", index=False)
+    train_rows, test_rows = subset(processed, split, "dev"), subset(processed, split, "test")
+    from l3seg_lib.training.dataset import load_slices
+
+    x, y = load_slices(out / "processed", train_rows)
+    start_onnx = export_onnx(ckpt["state_dicts"][:1], p, ckpt["image_size"], out / "start.onnx", "starting model")
+    res = train_model(x, y, None, None, ModelConfig(**ckpt["model"]), p.train, seed, resolve_device(p.device),
+                      init_state=ckpt["state_dicts"][0], desc="fine-tune", progress=progress)
+    info = {"training_data": f"fine-tuned on {len(train_rows)} slices of {train_rows['patient_id'].nunique()} "
+                             f"patients of {manifest}, from {ckpt.get('label', 'a model')}"}
+    save_checkpoint(out / "model.pt", [res.state_dict], p, ckpt["image_size"], "fine-tuned", info)
+    before, _, _ = evaluate_cases(start_onnx, out / "processed", test_rows, p.composition, progress=False)
+    model_path = export_onnx([res.state_dict], p, ckpt["image_size"], out / "model.onnx", "fine-tuned", info)
+    after, _, _ = evaluate_cases(model_path, out / "processed", test_rows, p.composition, progress=False)
+    before.to_csv(out / "before.csv", index=False)
+    after.to_csv(out / "after.csv", index=False)
+    report = write_finetune_html(out / "report.html", before, after, str(manifest), len(train_rows),
+                                 train_rows["patient_id"].nunique(), epochs)
+    return FinetuneResult(model_path, before, after, split, report)

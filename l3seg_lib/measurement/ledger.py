@@ -1,0 +1,92 @@
+"""The ledger of a batch: one row per input as it finishes, so a batch can resume.
+
+``<out>/ledger.csv`` lists input, status (``measured``, ``refused``, ``review``), reason,
+seconds, the model file's SHA-256 and the time; ``<out>/inputs/<key>.json`` keeps what the input
+contributed (rows, errors, skipped files, validation). Each is written and flushed as the input
+finishes, so an interrupted batch loses nothing already written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from l3seg_lib.names import safe_name
+
+LEDGER = "ledger.csv"
+COLUMNS = ["source", "status", "reason", "seconds", "model_sha256", "finished"]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return str(value)
+
+
+class Ledger:
+    """The ledger of one output folder, for one model (by its hash)."""
+
+    def __init__(self, out: Path, model_sha256: str):
+        self.out, self.model_sha256 = out, model_sha256
+        self.path = out / LEDGER
+        (out / "inputs").mkdir(parents=True, exist_ok=True)
+
+    def _key(self, source: str) -> Path:
+        digest = hashlib.sha1(source.encode()).hexdigest()[:10]
+        return self.out / "inputs" / f"{safe_name(Path(source).name)[:60]}_{digest}.json"
+
+    def record(self, result: Any) -> None:
+        """Write one finished input (an ``InputResult``): its results, then its ledger row."""
+        key = self._key(result.source)
+        tmp = key.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(result), default=_plain))
+        os.replace(tmp, key)
+        new = not self.path.is_file()
+        row = pd.DataFrame([{"source": result.source, "status": result.status, "reason": result.reason,
+                             "seconds": round(result.seconds, 3), "model_sha256": self.model_sha256,
+                             "finished": _dt.datetime.now().isoformat(timespec="seconds")}], columns=COLUMNS)
+        with open(self.path, "a") as f:
+            row.to_csv(f, header=new, index=False)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finished(self) -> dict[str, Any]:
+        """Results of the inputs this model already finished (the last ledger row per input)."""
+        from l3seg_lib.measurement.batch import InputResult
+
+        if not self.path.is_file():
+            return {}
+        try:
+            rows = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+            return {}
+        rows = rows.drop_duplicates("source", keep="last")
+        done = {}
+        for _, r in rows[rows["model_sha256"] == self.model_sha256].iterrows():
+            key = self._key(r["source"])
+            if key.is_file():
+                try:
+                    done[r["source"]] = InputResult(**json.loads(key.read_text()))
+                except (json.JSONDecodeError, TypeError):
+                    continue  # torn or foreign file: measured again
+        return done
