@@ -35,6 +35,7 @@ from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
+from l3seg_lib.measurement.flags import SliceContext, review_flags
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, find_reference
 from l3seg_lib.measurement.ledger import Ledger, file_sha256
 from l3seg_lib.names import safe_name
@@ -201,6 +202,8 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
             m = measure_slice(volume.hu[i], pred.labels, spacing, comp.hu_ranges, calibrated,
                               volume.meta.get("png_window_hu"))
             verdict = assess(m, clin, ctx.cutoffs)
+            reasons = review_flags(SliceContext(volume.hu[i], pred.labels, pred.probs, spacing, volume.meta,
+                                                {**m, **verdict}, level))
             overlay = out / "overlays" / f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}.png"
             ctx.write_overlay(overlay, volume.hu[i], pred.labels)
             res.rows.append({
@@ -210,6 +213,7 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
                 "age_years": clin.get("age"), **verdict, **m, "series_notes": notes, **level,
                 "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
                 "model": predictor.label, "overlay": str(overlay.relative_to(out)),
+                "review_required": bool(reasons), "review_reasons": "; ".join(reasons),
             })
     except L3NotLocated as exc:
         res.status, res.reason = "review", str(exc)

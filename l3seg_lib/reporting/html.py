@@ -74,7 +74,9 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
                        "image": image, "measures": measures, "verdicts": verdicts,
                        "calibrated": bool(r.get("hu_calibrated", True)),
                        "series_notes": r.get("series_notes") if isinstance(r.get("series_notes"), str) else "",
-                       "level": _level(r, base_dir)})
+                       "level": _level(r, base_dir),
+                       "review": [x for x in str(r.get("review_reasons") or "").split("; ") if x]
+                       if r.get("review_required") else []})
     html = _ENV.get_template("patient.html").render(
         title=f"L3 body composition - {patient_id}", patient_id=patient_id, clinical=clinical, slices=slices,
         version=__version__, generated=_now(), **meta)
@@ -97,12 +99,14 @@ def _level(r: pd.Series, base_dir: Path) -> dict[str, Any] | None:
 def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
                      agreement: pd.DataFrame, meta: dict[str, Any], skipped: pd.DataFrame | None = None) -> Path:
     """Batch overview: one line per slice with links, the errors, and reference agreement."""
-    headers = ["Patient", "Slice", "Sex", "SMA (cm²)", "SMI (cm²/m²)", "Muscle HU", "SAT (cm²)", "VAT (cm²)",
+    headers = ["Review", "Patient", "Slice", "Sex", "SMA (cm²)", "SMI (cm²/m²)", "Muscle HU", "SAT (cm²)", "VAT (cm²)",
                "Sarcopenia", "Myosteatosis", "Visceral obesity"]
     rows = []
     for _, r in table.iterrows():
         link = f'<a href="patients/{safe_name(str(r["patient_id"]))}.html">{escape(str(r["patient_id"]))}</a>'
-        rows.append([link, int(r["slice_index"]), r.get("sex") or "–", _fmt(r["sma_refined_cm2"]), _fmt(r.get("smi_cm2_m2")),
+        flag = (f'<span class="yes" title="{escape(str(r.get("review_reasons") or ""))}">review</span>'
+                if r.get("review_required") else "")
+        rows.append([flag, link, int(r["slice_index"]), r.get("sex") or "–", _fmt(r["sma_refined_cm2"]), _fmt(r.get("smi_cm2_m2")),
                      _fmt(r["muscle_refined_hu_mean"]), _fmt(r["sat_refined_cm2"]), _fmt(r["vat_refined_cm2"]),
                      r["sarcopenia"], r["myosteatosis"], r["visceral_obesity"]])
     val_rows = []

@@ -1,0 +1,192 @@
+"""Review flags: reasons to look at a measured slice before using its numbers.
+
+Each check returns a reason (a sentence) or None; :func:`review_flags` collects them. A slice with
+any reason has ``review_required`` true in ``measurements.csv`` and is highlighted in the HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from l3seg_lib.preprocessing.geometry import body_mask
+
+ENTROPY_THRESHOLD = 0.30
+"""Mean softmax entropy (nats) over tissue pixels above which a segmentation is flagged as
+uncertain; about twice the highest slice value of the default model on the built-in data's
+test patients (0.14; README)."""
+PLAUSIBLE = {"sma_refined_cm2": (40.0, 350.0), "muscle_refined_hu_mean": (-20.0, 100.0), "smi_cm2_m2": (15.0, 90.0)}
+"""Ranges outside which a number is implausible for an adult at L3."""
+
+
+@dataclass
+class SliceContext:
+    """What the checks look at for one measured slice."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray | None
+    spacing_mm: tuple[float, float]
+    meta: dict[str, Any]
+    """DICOM attributes of the image (KVP, SliceThickness, ContrastBolusAgent, ...)."""
+    measures: dict[str, Any]
+    """Areas, densities and SMI (from composition.measure_slice and assess)."""
+    level: dict[str, Any]
+    """How the slice was chosen (l3_method, l3_confidence, l3_notes)."""
+
+
+def body_cut_by_field_of_view(c: SliceContext) -> str | None:
+    """The body outline touches the image edge or the reconstruction circle."""
+    body = body_mask(c.hu)
+    if body is None:
+        return None
+    body = ndimage.binary_fill_holes(body)
+    outline = body & ~ndimage.binary_erosion(body)
+    n = int(outline.sum())
+    if n == 0:
+        return None
+    rows, cols = body.shape
+    rr, cc = np.nonzero(outline)
+    at_edge = (rr <= 1) | (rr >= rows - 2) | (cc <= 1) | (cc >= cols - 2)
+    radius = min(rows, cols) / 2.0
+    corner = c.hu[:3, :3]
+    circle = bool(np.all(corner <= -1023.5))  # padding outside a reconstruction circle
+    beyond = np.hypot(rr - (rows - 1) / 2, cc - (cols - 1) / 2) >= radius - 2.0 if circle else np.zeros_like(at_edge)
+    lost = float(np.mean(at_edge | beyond))
+    if lost < 0.02:
+        return None
+    return (f"body cut by the field of view: {lost:.0%} of the body outline lies on the edge of the image or of the "
+            "reconstruction circle, so SAT (and perhaps muscle) beyond it is missing")
+
+
+def iv_contrast(c: SliceContext) -> str | None:
+    """IV contrast: the DICOM header says so, or a bright round vessel (the aorta) is seen."""
+    agent = str(c.meta.get("ContrastBolusAgent", "") or "").strip()
+    why = []
+    if agent and agent.upper() not in ("NONE", "NO", "N", "0"):
+        why.append(f"ContrastBolusAgent '{agent}'")
+    hu_vessel = _bright_round_vessel(c)
+    if hu_vessel is not None:
+        why.append(f"a round vessel at {hu_vessel:.0f} HU")
+    if not why:
+        return None
+    return (f"IV contrast ({' and '.join(why)}): contrast raises muscle density, so read the myosteatosis "
+            "verdict with care")
+
+
+def _bright_round_vessel(c: SliceContext) -> float | None:
+    """Mean HU of a round 1-12 cm² region of 150-500 HU inside the body, not bone (the aorta
+    with contrast), or None."""
+    body = body_mask(c.hu)
+    if body is None:
+        return None
+    bright = (c.hu > 150) & (c.hu < 500) & ndimage.binary_fill_holes(body)
+    bright &= ~ndimage.binary_dilation(c.hu > 600, iterations=2)
+    regions, n = ndimage.label(ndimage.binary_opening(bright, iterations=1))
+    pixel_cm2 = c.spacing_mm[0] * c.spacing_mm[1] / 100.0
+    for k, sl in enumerate(ndimage.find_objects(regions), start=1):
+        m = regions[sl] == k
+        area = m.sum() * pixel_cm2
+        if not 1.0 <= area <= 12.0:
+            continue
+        h, w = m.shape[0] * c.spacing_mm[0], m.shape[1] * c.spacing_mm[1]
+        if 0.7 <= h / max(w, 1e-6) <= 1.4 and m.sum() / (math.pi / 4 * m.shape[0] * m.shape[1]) > 0.8:
+            return float(c.hu[sl][m].mean())
+    return None
+
+
+def tube_voltage(c: SliceContext) -> str | None:
+    kvp = c.meta.get("KVP")
+    try:
+        value = float(kvp)
+    except (TypeError, ValueError):
+        return None
+    if abs(value - 120.0) < 1.0:
+        return None
+    return (f"tube voltage {value:g} kVp, not 120: HU (and so the refined areas and muscle density) shift with kVp; "
+            "the published cut-offs were set at 120 kVp")
+
+
+def slice_thickness(c: SliceContext) -> str | None:
+    try:
+        value = float(c.meta.get("SliceThickness"))
+    except (TypeError, ValueError):
+        return None
+    if value <= 5.0:
+        return None
+    return f"slice thickness {value:g} mm (> 5 mm): partial volume blurs fat and muscle"
+
+
+def implausible_numbers(c: SliceContext) -> str | None:
+    odd = []
+    for key, (lo, hi) in PLAUSIBLE.items():
+        v = c.measures.get(key)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            continue
+        if not lo <= float(v) <= hi:
+            odd.append(f"{key} {float(v):.1f} outside {lo:g}-{hi:g}")
+    body = body_mask(c.hu)
+    if body is not None:
+        body_cm2 = float(ndimage.binary_fill_holes(body).sum()) * c.spacing_mm[0] * c.spacing_mm[1] / 100.0
+        tissue = sum(float(c.measures.get(k) or 0.0) for k in ("sma_cm2", "sat_cm2", "vat_cm2"))
+        if tissue > 1.02 * body_cm2:
+            odd.append(f"muscle + SAT + VAT ({tissue:.0f} cm²) exceed the body ({body_cm2:.0f} cm²)")
+    return "implausible for an adult at L3: " + "; ".join(odd) if odd else None
+
+
+def broken_muscle_ring(c: SliceContext) -> str | None:
+    """The abdominal wall and back muscles should surround the cavity: rays from the body centre
+    that meet no muscle mean a broken ring."""
+    muscle = c.labels == 1
+    if muscle.sum() < 20:
+        return "almost no muscle segmented"
+    body = body_mask(c.hu)
+    if body is None:
+        return None
+    rr, cc = np.nonzero(body)
+    r0, c0 = rr.mean(), cc.mean()
+    mr, mc = np.nonzero(muscle)
+    angles = np.floor((np.degrees(np.arctan2(mr - r0, mc - c0)) + 180.0) / 5.0).astype(int) % 72
+    covered = np.unique(angles).size / 72.0
+    if covered >= 0.8:
+        return None
+    return f"broken muscle ring: muscle lies in only {covered:.0%} of the directions around the body centre"
+
+
+def low_confidence(c: SliceContext) -> str | None:
+    if c.probs is None or not (c.labels > 0).any():
+        return None
+    entropy = mean_tissue_entropy(c.probs, c.labels)
+    if entropy <= ENTROPY_THRESHOLD:
+        return None
+    return f"low model confidence: mean entropy {entropy:.2f} nats over tissue pixels (threshold {ENTROPY_THRESHOLD})"
+
+
+def l3_uncertain(c: SliceContext) -> str | None:
+    confidence = c.level.get("l3_confidence")
+    if confidence in (None, "", "high"):
+        return None
+    notes = c.level.get("l3_notes") or ""
+    return f"L3 found with {confidence} confidence" + (f": {notes}" if notes else "")
+
+
+CHECKS = (body_cut_by_field_of_view, iv_contrast, tube_voltage, slice_thickness, implausible_numbers,
+          broken_muscle_ring, low_confidence, l3_uncertain)
+
+
+def review_flags(c: SliceContext) -> list[str]:
+    """All reasons to review this slice (empty: none)."""
+    return [r for check in CHECKS if (r := check(c))]
+
+
+def mean_tissue_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean softmax entropy (nats) over the pixels labelled muscle, SAT or VAT."""
+    tissue = labels > 0
+    if not tissue.any():
+        return 0.0
+    p = np.clip(probs[:, tissue], 1e-7, 1.0)
+    return float(np.mean(-(p * np.log(p)).sum(axis=0)))
