@@ -1,4 +1,4 @@
-"""Command line: ``l3seg run | generate | predict | locate | measure | finetune | train-default``.
+"""Command line: ``l3seg run | generate | predict | locate | measure | remeasure | finetune | train-default``.
 
 Each command imports only what it needs: ``predict`` and ``measure`` load the inference stack,
 never the training or notebook stacks.
@@ -109,6 +109,18 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     return 0 if loc.found else 1
 
 
+def _cmd_remeasure(args: argparse.Namespace) -> int:
+    from l3seg_lib.config import CompositionConfig, load_params
+    from l3seg_lib.measurement.remeasure import remeasure
+
+    comp = load_params(args.params).composition if args.params else CompositionConfig()
+    res = remeasure(args.out, args.masks, comp)
+    print(f"{len(res.audit)} slice(s) changed by edited masks; see {res.html}, remeasured.csv and audit.csv")
+    if len(res.audit):
+        print(res.audit[["patient_id", "slice_index", "changes"]].to_string(index=False))
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from l3seg_lib.config import DataConfig
     from l3seg_lib.measurement.inputs import load_label_map
@@ -191,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="params file whose localize section is used")
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_locate)
+
+    p = sub.add_parser("remeasure", help="recompute a measure output from edited masks (ITK-SNAP NIfTI or .tag)")
+    p.add_argument("out", help="the output folder of l3seg measure")
+    p.add_argument("--masks", help="folder of edited masks (default: <out>/masks, edited in place)")
+    p.add_argument("--params", help="params file whose composition section is used")
+    p.set_defaults(func=_cmd_remeasure)
 
     p = sub.add_parser("finetune", help="fine-tune the default model on your labelled cases (patient-wise)")
     p.add_argument("manifest", help="manifest CSV: image, mask, patient_id (see README)")

@@ -124,3 +124,38 @@ def test_interrupted_batch_resumes_and_force_redoes(tmp_path, tiny_model):
     assert kept <= (out / "inputs").stat().st_mtime_ns
     measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, force=True))
     assert len(pd.read_csv(out / "ledger.csv")) == 8  # --force measured everything again
+
+
+@pytest.mark.parametrize("kind", ["tag", "nifti"])
+def test_edit_and_remeasure(tmp_path, tiny_model, kind):
+    """measure writes editable masks; after an edit, remeasure recomputes and audits the change."""
+    import nibabel as nib
+    import time as _time
+
+    from l3seg_lib.cli import main
+    from l3seg_lib.imageio.labels import read_tag, write_tag
+
+    hu, _ = body_phantom(64, 64)
+    write_dicom(tmp_path / "in" / "a.dcm", hu, patient_id="A", orientation=(-1, 0, 0, 0, 1, 0))  # stored mirrored
+    out = tmp_path / "out"
+    res = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False))
+    row = res.measurements.iloc[0]
+    assert (out / row["mask_nifti"]).is_file() and (out / row["mask_tag"]).is_file()
+    assert "skeletal muscle" in (out / "masks" / "labels.txt").read_text()
+    _time.sleep(0.01)
+    if kind == "tag":  # paint the left half of the stored image as muscle (tag 1)
+        tags = read_tag(out / row["mask_tag"], (64, 64))
+        tags[:, :32] = 1
+        write_tag(out / row["mask_tag"], tags)
+    else:
+        img = nib.load(out / row["mask_nifti"])
+        data = np.asarray(img.dataobj).copy()
+        data[:] = 0
+        data[10:50, 10:50] = 1
+        nib.save(nib.Nifti1Image(data, img.affine), out / row["mask_nifti"])
+    assert main(["remeasure", str(out)]) == 0
+    audit = pd.read_csv(out / "audit.csv")
+    assert len(audit) == 1 and "SMA (cm²)" in audit["changes"].iloc[0] and audit["file"].iloc[0].endswith(kind if kind == "tag" else ".nii.gz")
+    after = pd.read_csv(out / "remeasured.csv")
+    assert after["sma_cm2"].iloc[0] != pytest.approx(row["sma_cm2"])
+    assert "remeasured from edited masks" in (out / "remeasure.html").read_text()

@@ -65,6 +65,21 @@ class CTImage:
         out = nio.apply_orientation(xyz, self.stored_transform)
         return np.ascontiguousarray(out[:, :, 0].T)
 
+    def canonical_to_stored(self, array: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`stored_to_canonical`: a canonical 2-D array in the file's pixel order."""
+        if self.stored_transform is None:
+            return array
+        out = nio.apply_orientation(array.T[:, :, None], invert_orientation(self.stored_transform))
+        return np.ascontiguousarray(out[:, :, 0].T)
+
+
+def invert_orientation(transform: np.ndarray) -> np.ndarray:
+    """The nibabel orientation transform that undoes ``transform``."""
+    inverse = np.empty_like(transform)
+    for axis, (new_axis, flip) in enumerate(transform):
+        inverse[int(new_axis)] = (axis, flip)
+    return inverse
+
 
 @dataclass
 class CTVolume:

@@ -185,6 +185,28 @@ def read_tag(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarr
     return labels[0] if n == 1 else labels
 
 
+def write_tag(path: str | Path, tags: np.ndarray) -> Path:
+    """Write a Slice-O-Matic ``.tag`` file: the ``x:``/``y:``/``z:`` header read by :func:`read_tag`,
+    a form feed, then one uint8 tag per pixel of the (rows, cols) array in the DICOM's stored
+    pixel order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(tags, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[None]
+    header = f"x:{arr.shape[2]} y:{arr.shape[1]} z:{arr.shape[0]} written-by:l3seg\n".encode("latin-1")
+    path.write_bytes(header + b"\x0c" + np.ascontiguousarray(arr).tobytes())
+    return path
+
+
+CLASS_TO_TAG = {1: 1, 2: 7, 3: 5}
+"""l3seg classes to Slice-O-Matic tags (muscle 1, SAT 7, VAT 5; IMAT 2 inside the muscle)."""
+CLASS_LABELS = [LabelDescription(0, "Clear Label", (0, 0, 0)), LabelDescription(1, "skeletal muscle", (230, 57, 70)),
+                LabelDescription(2, "subcutaneous fat (SAT)", (255, 200, 60)),
+                LabelDescription(3, "visceral fat (VAT)", (60, 170, 230))]
+"""ITK-SNAP label descriptions of the four classes."""
+
+
 # --------------------------------------------------------------------------------------------
 # label files paired with images
 

@@ -38,6 +38,7 @@ from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_sl
 from l3seg_lib.measurement.flags import SliceContext, review_flags
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, find_reference
 from l3seg_lib.measurement.ledger import Ledger, file_sha256
+from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import save_overlay_png
@@ -204,8 +205,11 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
             verdict = assess(m, clin, ctx.cutoffs)
             reasons = review_flags(SliceContext(volume.hu[i], pred.labels, pred.probs, spacing, volume.meta,
                                                 {**m, **verdict}, level))
-            overlay = out / "overlays" / f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}.png"
+            stem = f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}"
+            overlay = out / "overlays" / f"{stem}.png"
             ctx.write_overlay(overlay, volume.hu[i], pred.labels)
+            masks = export_masks(out, stem, volume.slice(i), pred.labels, comp.hu_ranges.get("imat"),
+                                 tag=volume.stored_transform is not None)
             res.rows.append({
                 "patient_id": volume.patient_id, "source": str(inp.image), "slice_index": i,
                 "slice_id": volume.slice_ids[i], "slice_location_mm": volume.slice_locations_mm[i],
@@ -213,7 +217,7 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
                 "age_years": clin.get("age"), **verdict, **m, "series_notes": notes, **level,
                 "files_skipped": len(volume.meta.get("skipped", [])), "inference_s": pred.seconds,
                 "model": predictor.label, "overlay": str(overlay.relative_to(out)),
-                "review_required": bool(reasons), "review_reasons": "; ".join(reasons),
+                "review_required": bool(reasons), "review_reasons": "; ".join(reasons), **masks,
             })
     except L3NotLocated as exc:
         res.status, res.reason = "review", str(exc)

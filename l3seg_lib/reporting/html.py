@@ -154,3 +154,27 @@ def write_finetune_html(path: Path, before: pd.DataFrame, after: pd.DataFrame, m
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path
+
+
+def write_remeasure_html(path: Path, before: pd.DataFrame, after: pd.DataFrame, audit: pd.DataFrame,
+                         compared: dict[str, str], verdicts: tuple[str, ...]) -> Path:
+    """Before and after ``l3seg remeasure``: one row per edited slice, verdict changes highlighted,
+    and the audit lines."""
+    rows = []
+    edited = after[after.get("mask_edited", pd.Series(dtype=object)).notna()] if "mask_edited" in after else after.iloc[0:0]
+    for idx, a in edited.iterrows():
+        b = before.loc[idx]
+        cells = [escape(str(a["patient_id"])), int(a["slice_index"])]
+        for key in compared:
+            cells.append(f"{_fmt(b.get(key))} → {_fmt(a.get(key))}")
+        for v in verdicts:
+            changed = b.get(v) != a.get(v)
+            cells.append(f'<span class="{"yes" if changed else "nc"}">{escape(str(b.get(v)))} → {escape(str(a.get(v)))}</span>')
+        rows.append(cells)
+    headers = ["Patient", "Slice", *compared.values(), *(v.replace("_", " ") for v in verdicts)]
+    html = _ENV.get_template("remeasure.html").render(
+        title="L3 body composition - remeasured", headers=headers, rows=rows, audit=audit.to_dict("records"),
+        n_edited=len(edited), n_changed=len(audit), version=__version__, generated=_now())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path
