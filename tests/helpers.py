@@ -50,6 +50,7 @@ def write_dicom(
     ds.SOPInstanceUID = sop
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(ds.SeriesInstanceUID), "for"])
     ds.Modality = "CT"
     ds.PatientID = patient_id
     ds.PatientSex = "F"

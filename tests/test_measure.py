@@ -159,3 +159,51 @@ def test_edit_and_remeasure(tmp_path, tiny_model, kind):
     after = pd.read_csv(out / "remeasured.csv")
     assert after["sma_cm2"].iloc[0] != pytest.approx(row["sma_cm2"])
     assert "remeasured from edited masks" in (out / "remeasure.html").read_text()
+
+
+def test_dicom_seg_and_sr_match_the_csv(tmp_path, tiny_model):
+    """--dicom: one SEG and one SR per measured slice, referencing the source; SR numbers = CSV."""
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    hu, _ = body_phantom(64, 64)
+    src = write_dicom(tmp_path / "in" / "a.dcm", hu, patient_id="A", orientation=(-1, 0, 0, 0, 1, 0))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, dicom=True))
+    row = res.measurements.iloc[0]
+    seg = pydicom.dcmread(tmp_path / "out" / row["dicom_seg"])
+    source = pydicom.dcmread(src)
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) == 4
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    frames = seg.pixel_array.reshape(4, 64, 64)  # one frame per segment, in the source's pixel order
+    spacing_cm2 = 0.8 * 0.7 / 100
+    assert frames[0].sum() * spacing_cm2 == pytest.approx(row["sma_cm2"], abs=1e-6)
+    assert frames[2].sum() * spacing_cm2 == pytest.approx(row["vat_cm2"], abs=1e-6)
+    sr = pydicom.dcmread(tmp_path / "out" / row["dicom_sr"])
+    assert sr.Modality == "SR" and sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    values = {}
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "NUM":
+                mv = item.MeasuredValueSequence[0]
+                values[item.ConceptNameCodeSequence[0].CodeValue] = (float(mv.NumericValue),
+                                                                     mv.MeasurementUnitsCodeSequence[0].CodeValue)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+    walk(sr.ContentSequence)
+    from l3seg_lib.measurement.dicom_out import MEASURES
+
+    units = {"sma_refined_cm2": "cm2", "muscle_refined_hu_mean": "[hnsf'U]", "smi_cm2_m2": "cm2/m2"}
+    compared = 0
+    for key, (code, *_rest) in MEASURES.items():
+        if pd.notna(row.get(key)):
+            assert values[code][0] == pytest.approx(float(row[key]), rel=1e-6), key  # the SR says what the CSV says
+            assert values[code][1] == units.get(key, "cm2")
+            compared += 1
+    assert compared >= 4 and values["SMA"][0] == pytest.approx(row["sma_refined_cm2"], rel=1e-6)
+    if shutil.which("dciodvfy"):  # Debian package dicom3tools, where installed
+        for f in (row["dicom_seg"], row["dicom_sr"]):
+            proc = subprocess.run(["dciodvfy", str(tmp_path / "out" / f)], capture_output=True, text=True)
+            assert "Error" not in proc.stderr, proc.stderr[-2000:]

@@ -329,7 +329,7 @@ def read_dicom(path: str | Path, check_hu: bool = True) -> CTImage:
         affine=can_affine,
         slice_location_mm=float(sl.position[2]),
         stored_transform=transform,
-        meta=dicom_meta(ds),
+        meta={**dicom_meta(ds), "files": [str(path)]},
     )
 
 
@@ -561,6 +561,7 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
     meta = dicom_meta(first)
     meta["skipped"] = [{"file": name, "reason": why} for name, why in skipped]
     meta["series_notes"] = notes
+    meta["files"] = [str(s.path) if s.frame is None else "" for s in slices]  # per slice (single-frame files)
     uid = str(first.get("SeriesInstanceUID", "") or "")
     return CTVolume(
         hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),  # no copy when the series is stored canonically

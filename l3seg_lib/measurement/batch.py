@@ -80,6 +80,8 @@ class MeasureOptions:
     """Clean the labels anatomically (:mod:`l3seg_lib.inference.postprocess`)."""
     read_threads: int = 2
     """Threads reading and decoding the next inputs while the network runs (0: read in turn)."""
+    dicom: bool = False
+    """Also write a DICOM SEG and a DICOM SR (TID 1500) per measured slice under ``dicom/``."""
     force: bool = False
     """Measure again inputs the ledger lists as finished."""
     max_inputs: int | None = None
@@ -219,6 +221,9 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
                 "model": predictor.label, "overlay": str(overlay.relative_to(out)),
                 "review_required": bool(reasons), "review_reasons": "; ".join(reasons), **masks,
             })
+            if opt.dicom:
+                res.rows[-1].update(_dicom_outputs(out, stem, volume, i, pred.labels, comp, res.rows[-1],
+                                                   predictor.label))
     except L3NotLocated as exc:
         res.status, res.reason = "review", str(exc)
         res.errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture)})
@@ -244,6 +249,21 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
             res.errors.append({"source": str(inp.image), "error": f"reference not used: {exc}"})
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _dicom_outputs(out: Path, stem: str, volume: CTVolume, i: int, labels: np.ndarray, comp: CompositionConfig,
+                   row: dict[str, Any], model_label: str) -> dict[str, str]:
+    """SEG and SR of one slice, or why they were not written (non-DICOM input, multi-frame)."""
+    files = volume.meta.get("files") or []
+    if i >= len(files) or not files[i]:
+        return {"dicom_seg": "", "dicom_sr": "", "dicom_note": "no single-frame DICOM source: no SEG/SR"}
+    from l3seg_lib.measurement.dicom_out import write_dicom_outputs
+
+    try:
+        return write_dicom_outputs(out, stem, files[i], volume.slice(i), labels, comp.hu_ranges.get("imat"), row,
+                                   model_label)
+    except Exception as exc:  # a DICOM writer problem must not lose the measurement
+        return {"dicom_seg": "", "dicom_sr": "", "dicom_note": f"SEG/SR not written: {type(exc).__name__}: {exc}"}
 
 
 def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: str | Path,
