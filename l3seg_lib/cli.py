@@ -22,16 +22,25 @@ def _model(path: str | None) -> Path:
     return default_model_path()
 
 
+def _training_extra_missing(command: str, *also: str) -> bool:
+    """Say (on stderr) that a command needs the training extra, when it is not installed."""
+    import importlib
+
+    for module in ("torch", "onnx", "albumentations", *also):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            print(f"error: l3seg {command} trains models and needs the training extra ({module} is missing): "
+                  f"pip install 'l3seg[train]'", file=sys.stderr)
+            return True
+    return False
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from l3seg_lib.config import parse_override
     from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
 
-    try:
-        import papermill  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        print(f"error: l3seg run trains models and needs the training extra ({exc.name} is missing): "
-              f"pip install 'l3seg[train]'", file=sys.stderr)
+    if _training_extra_missing("run", "papermill"):
         return 2
 
     overrides = dict(parse_override(s) for s in args.set)
@@ -125,12 +134,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from l3seg_lib.config import DataConfig
     from l3seg_lib.measurement.inputs import load_label_map
 
-    try:
-        from l3seg_lib.training.finetune import finetune_on_cases
-    except ImportError as exc:
-        print(f"error: l3seg finetune trains and needs the training extra ({exc.name} is missing): "
-              f"pip install 'l3seg[train]'", file=sys.stderr)
+    if _training_extra_missing("finetune"):
         return 2
+    from l3seg_lib.training.finetune import finetune_on_cases
+
     checkpoint = _model(args.model).with_suffix(".pt")
     data = DataConfig(source="manifest", manifest=str(args.manifest), label_map=load_label_map(args.label_map))
     res = finetune_on_cases(checkpoint, args.manifest, args.out, data, epochs=args.epochs,
@@ -143,12 +150,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_default(args: argparse.Namespace) -> int:
-    try:
-        from l3seg_lib.training.default_model import default_model_params, train_default_model
-    except ImportError as exc:
-        print(f"error: l3seg train-default needs the training extra ({exc.name} is missing): "
-              f"pip install 'l3seg[train]'", file=sys.stderr)
+    if _training_extra_missing("train-default"):
         return 2
+    from l3seg_lib.training.default_model import default_model_params, train_default_model
+
     res = train_default_model(args.out, default_model_params(members=args.members, seed=args.seed))
     print(f"cross-validated Dice on the built-in data: {res.mean_fg_dice:.3f}; model: {res.model_path} "
           f"(weights: {res.checkpoint_path})")

@@ -95,9 +95,10 @@ def test_flags_in_measurements_and_html(tmp_path, tiny_model):
     write_dicom(tmp_path / "in" / "cut.dcm", cut[:, 49:], spacing=(2.0, 2.0), patient_id="CUT", KVP="100")
     from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
 
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, dicom=True))
     row = res.measurements.iloc[0]
     assert row["review_required"] and "field of view" in row["review_reasons"] and "100 kVp" in row["review_reasons"]
+    assert (tmp_path / "out" / row["dicom_seg"]).is_file() and (tmp_path / "out" / row["dicom_sr"]).is_file()
     assert pd.read_csv(tmp_path / "out" / "measurements.csv")["review_required"].iloc[0]
     assert "Review before use" in (tmp_path / "out" / "patients" / "CUT.html").read_text()
     assert ">review<" in (tmp_path / "out" / "index.html").read_text()

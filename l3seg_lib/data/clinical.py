@@ -60,7 +60,7 @@ def read_height(raw: Any, field: str, unit: str = "m") -> Reading:
     """Height in m from a field declared in ``unit`` (``m`` or ``cm``), e.g. PatientSize."""
     v = _number(raw)
     if v is None:
-        return Reading(None, "" if is_blank(raw) else f"{field} {raw!r} not used: not a number")
+        return _not_a_number(raw, field)
     lo, hi = HEIGHT_RANGE_M
     metres = v / 100.0 if unit == "cm" else v
     if lo <= metres <= hi:
@@ -72,11 +72,16 @@ def read_height(raw: Any, field: str, unit: str = "m") -> Reading:
     return Reading(None, f"{field} {_fmt(v)} not used: outside {lo:g}-{hi:g} m in m or cm")
 
 
+def _not_a_number(raw: Any, field: str) -> Reading:
+    """The reading of a blank cell (no note) or of text that is not a number."""
+    return Reading(None, "" if is_blank(raw) else f"{field} {raw!r} not used: not a number")
+
+
 def read_weight(raw: Any, field: str) -> Reading:
     """Weight in kg, e.g. from PatientWeight."""
     v = _number(raw)
     if v is None:
-        return Reading(None, "" if is_blank(raw) else f"{field} {raw!r} not used: not a number")
+        return _not_a_number(raw, field)
     lo, hi = WEIGHT_RANGE_KG
     if lo <= v <= hi:
         return Reading(v, f"{field} {_fmt(v)} kg")
@@ -110,7 +115,7 @@ def read_age(raw: Any, field: str) -> Reading:
 def read_bmi(raw: Any, field: str) -> Reading:
     v = _number(raw)
     if v is None:
-        return Reading(None, "" if is_blank(raw) else f"{field} {raw!r} not used: not a number")
+        return _not_a_number(raw, field)
     lo, hi = BMI_RANGE
     if not lo <= v <= hi:
         return Reading(None, f"{field} {_fmt(v)} not used: outside {lo:g}-{hi:g} kg/m²")
