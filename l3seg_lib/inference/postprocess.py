@@ -14,19 +14,20 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from l3seg_lib.preprocessing.geometry import body_mask
+from l3seg_lib.preprocessing.geometry import body_mask, fill_holes
 
 BONE_HU = 250.0
 
 
 def clean_labels(labels: np.ndarray, hu: np.ndarray, spacing_mm: tuple[float, float],
-                 min_island_cm2: float = 0.5) -> np.ndarray:
-    """A cleaned copy of ``labels`` (rows, cols; classes 0-3) for the HU slice ``hu``."""
+                 min_island_cm2: float = 0.5, body: np.ndarray | None = None) -> np.ndarray:
+    """A cleaned copy of ``labels`` (rows, cols; classes 0-3) for the HU slice ``hu`` (``body``:
+    its :func:`~l3seg_lib.preprocessing.geometry.body_mask`, when the caller has it)."""
     out = labels.copy()
-    body = body_mask(hu)
+    body = body_mask(hu) if body is None else body
     if body is not None:
-        out[~ndimage.binary_fill_holes(body)] = 0
-    bone = ndimage.binary_fill_holes(ndimage.binary_closing(hu > BONE_HU, iterations=1))
+        out[~fill_holes(body)] = 0
+    bone = fill_holes(ndimage.binary_closing(hu > BONE_HU, iterations=1))
     out[bone & (out > 0)] = 0
     pixel_cm2 = spacing_mm[0] * spacing_mm[1] / 100.0
     min_pixels = max(1, int(round(min_island_cm2 / pixel_cm2)))

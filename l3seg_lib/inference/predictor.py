@@ -17,7 +17,7 @@ import numpy as np
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.inference.model_file import ModelInfo, OnnxModel
 from l3seg_lib.inference.postprocess import clean_labels
-from l3seg_lib.preprocessing.geometry import image_to_model, make_geometry, probs_to_original
+from l3seg_lib.preprocessing.geometry import body_mask, image_to_model, make_geometry, probs_to_original
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -30,6 +30,8 @@ class Prediction:
     """(4, rows, cols) float32 class probabilities on the original grid."""
     seconds: float
     """Inference time per slice in s (window, resize, network, resize back)."""
+    body: np.ndarray | None = None
+    """The body mask of the slice (rows, cols), when it was needed."""
 
 
 class Predictor:
@@ -64,18 +66,20 @@ class Predictor:
                      ) -> list[Prediction]:
         """Segment several HU slices (each with its (row, col) spacing in mm)."""
         t0 = time.perf_counter()
-        geoms = [make_geometry(h.shape, s, self.image_size, self.pad_to_square, self.info.pixel_mm, h)
-                 for h, s in zip(hus, spacings)]
+        need_body = self.info.pixel_mm is not None or self.postprocess
+        bodies = [body_mask(h) if need_body else None for h in hus]  # once per slice, shared below
+        geoms = [make_geometry(h.shape, s, self.image_size, self.pad_to_square, self.info.pixel_mm, h, b)
+                 for h, s, b in zip(hus, spacings, bodies)]
         images = np.stack([image_to_model(h, g, self.window_hu) for h, g in zip(hus, geoms)]) if hus else \
             np.zeros((0, self.image_size, self.image_size), np.float32)
         probs = self.model(images, batch_size)
         out = []
-        for p, g, h, s in zip(probs, geoms, hus, spacings):
+        for p, g, h, s, b in zip(probs, geoms, hus, spacings, bodies):
             full = probs_to_original(p, g)
             labels = full.argmax(0).astype(np.uint8)
             if self.postprocess:
-                labels = clean_labels(labels, h, s)
-            out.append(Prediction(labels, full, 0.0))
+                labels = clean_labels(labels, h, s, body=b)
+            out.append(Prediction(labels, full, 0.0, b))
         per = (time.perf_counter() - t0) / max(len(out), 1)
         for pr in out:
             pr.seconds = per

@@ -206,7 +206,7 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
                               volume.meta.get("png_window_hu"))
             verdict = assess(m, clin, ctx.cutoffs)
             reasons = review_flags(SliceContext(volume.hu[i], pred.labels, pred.probs, spacing, volume.meta,
-                                                {**m, **verdict}, level))
+                                                {**m, **verdict}, level, pred.body))
             stem = f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}"
             overlay = out / "overlays" / f"{stem}.png"
             ctx.write_overlay(overlay, volume.hu[i], pred.labels)

@@ -98,6 +98,34 @@ def arms(f, rng: np.random.Generator) -> None:
         cv.paint(reg, m, BONE, rng.uniform(-50, 100), only=[BONE])
 
 
+def upper_abdomen_organs(f, rng: np.random.Generator) -> None:
+    """Slices nearer the upper lumbar levels (about 60 %): a large liver on the right, the
+    spleen on the left, the stomach with gas and fluid: soft tissue of muscle-like HU that is not
+    muscle (the network must tell it by shape and place)."""
+    orng = np.random.default_rng([f.spec.seed, 1098])  # per patient
+    if orng.random() > 0.6:
+        return
+    cv, iv = f.cv, f.spec.iv_contrast
+    liver_hu = rng.normal(110, 8) if iv else rng.normal(58, 5)
+    reg, m = cv.ellipse(f.cx0 - 0.45 * f.a_cav, f.cy0 - 0.05 * f.b_cav, orng.uniform(0.45, 0.65) * f.a_cav,
+                        orng.uniform(0.6, 0.85) * f.b_cav, rot=orng.uniform(-0.3, 0.3), wobble=wobble(orng, amp=0.06))
+    cv.paint(reg, m, LIVER, liver_hu, only=[VAT, BOWEL, VESSEL])
+    if orng.random() < 0.7:
+        reg, m = cv.ellipse(f.cx0 + 0.7 * f.a_cav, f.cy0 + 0.3 * f.b_cav, orng.uniform(18, 32), orng.uniform(30, 50),
+                            rot=orng.uniform(-0.6, 0.0), wobble=wobble(orng, amp=0.06))
+        cv.paint(reg, m, OTHER, rng.normal(120, 10) if iv else rng.normal(48, 4), only=[VAT, BOWEL, VESSEL])
+    if orng.random() < 0.6:  # stomach: wall, fluid, gas anteriorly
+        sx, sy, sa, sb = f.cx0 + 0.35 * f.a_cav, f.cy0 - 0.45 * f.b_cav, orng.uniform(30, 50), orng.uniform(20, 35)
+        reg, m = cv.ellipse(sx, sy, sa, sb, rot=orng.uniform(-0.4, 0.4))
+        cv.paint(reg, m, BOWEL, rng.normal(45, 5), only=[VAT, BOWEL, VESSEL])
+        reg, m = cv.ellipse(sx, sy, sa - 4, sb - 4)
+        rs, cs = reg
+        inner = m & (cv.lab[rs, cs] == BOWEL)
+        cv.hu[rs, cs][inner] = rng.normal(15, 5)
+        gas = inner & (cv.y[rs, :] < sy - rng.uniform(0, 0.5) * sb)
+        cv.hu[rs, cs][gas] = -980.0
+
+
 def contrast_phase(f, rng: np.random.Generator) -> None:
     """An arterial phase now and then: bright aorta and arteries, renal cortex, pale veins."""
     if not f.spec.iv_contrast or rng.random() > 0.35:

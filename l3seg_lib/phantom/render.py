@@ -21,7 +21,8 @@ STRUCTURES = (
     anatomy.vertebra,
 )
 """Painting order: later structures paint over earlier ones."""
-REALISM = (realism.vertebral_body, realism.ribs, realism.arms, realism.contrast_phase, realism.randomise_intensities)
+REALISM = (realism.vertebral_body, realism.ribs, realism.arms, realism.upper_abdomen_organs, realism.contrast_phase,
+           realism.randomise_intensities)
 """Added, in this order, for patients with ``realism`` on."""
 
 

@@ -38,9 +38,24 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray | None:
     return regions == (np.argmax(np.bincount(regions.ravel())[1:]) + 1)
 
 
-def body_box(hu: np.ndarray, threshold: float = -500.0) -> tuple[int, int, int, int] | None:
-    """Bounding box (row0, row1, col0, col1; ends exclusive) of :func:`body_mask`, or None."""
-    body = body_mask(hu, threshold)
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its enclosed holes filled (the same result as ``ndimage.binary_fill_holes``,
+    by labelling the background once instead of iterating a propagation)."""
+    from scipy import ndimage
+
+    background, n = ndimage.label(~mask)
+    if n == 0:
+        return mask.copy()
+    border = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    outside = np.isin(background, border[border > 0])
+    return ~outside
+
+
+def body_box(hu: np.ndarray, threshold: float = -500.0, body: np.ndarray | None = None
+             ) -> tuple[int, int, int, int] | None:
+    """Bounding box (row0, row1, col0, col1; ends exclusive) of :func:`body_mask` (or of ``body``
+    when the caller has it already), or None."""
+    body = body_mask(hu, threshold) if body is None else body
     if body is None:
         return None
     rows = np.flatnonzero(body.any(axis=1))
@@ -92,7 +107,8 @@ class Geometry:
 
 
 def make_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float], size: int, pad_to_square: bool = True,
-                  pixel_mm: float | None = None, hu: np.ndarray | None = None) -> Geometry:
+                  pixel_mm: float | None = None, hu: np.ndarray | None = None, body: np.ndarray | None = None
+                  ) -> Geometry:
     """The geometry of a slice of ``shape`` pixels at ``spacing_mm`` (row, col) on a ``size`` grid.
 
     With ``pixel_mm`` (physical scale) the body (found in ``hu``; the image centre without it)
@@ -108,7 +124,7 @@ def make_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float], size:
             dr, dc = n - rows, n - cols
             pad = (dr // 2, dr - dr // 2, dc // 2, dc - dc // 2)
         return Geometry(rows, cols, spacing, int(size), pad)
-    box = body_box(hu) if hu is not None else None
+    box = body_box(hu, body=body) if hu is not None else None
     r0, r1, c0, c1 = box if box is not None else (0, rows, 0, cols)
     extent = max((r1 - r0) * spacing[0], (c1 - c0) * spacing[1])
     px = max(float(pixel_mm), extent / (size * FIT_FRACTION))
