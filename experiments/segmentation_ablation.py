@@ -103,6 +103,48 @@ def thin_sat(out: Path, patient: str = "L3P0020") -> pd.DataFrame:
     return table
 
 
+def real_l3_figure(out: Path, real: Path, docs: Path | None = None) -> Path:
+    """The default-recipe model (step 3, post-processing) on the real CT: the L3 slice the
+    localiser picks, and a labelled crop slice beside its reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from l3seg_lib.localize.l3 import locate_l3
+    from l3seg_lib.measurement.composition import measure_slice
+    from l3seg_lib.reporting.figures import legend_handles
+    from l3seg_lib.reporting.overlays import crop_to_body, overlay_rgb
+
+    model = Predictor(out / f"step{len(STEPS)}" / "train" / "model.onnx", "cpu")
+    full = read_nifti(real / "example_ct.nii.gz")
+    z = locate_l3(full).slice_index
+    spacing = (full.spacing_mm[1], full.spacing_mm[2])
+    pred = model.predict_hu(full.hu[z], spacing)
+    m = measure_slice(full.hu[z], pred.labels, spacing)
+    volume, labels = real_slices(real)
+    k = volume.n_slices // 2
+    crop_pred = model.predict_hu(volume.hu[k], spacing).labels
+    panels = [(f"real L3 slice {z} (found by l3seg locate): SMA {m['sma_refined_cm2']:.0f}, "
+               f"SAT {m['sat_refined_cm2']:.0f}, VAT {m['vat_refined_cm2']:.0f} cm²", full.hu[z], pred.labels),
+              (f"labelled slice {k} (T12-L1): reference", volume.hu[k], labels[k]),
+              (f"labelled slice {k}: default model", volume.hu[k], crop_pred)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    for ax, (title, hu, lab) in zip(axes, panels):
+        hu_c, lab_c = crop_to_body(hu, lab, margin=3)
+        ax.imshow(overlay_rgb(hu_c, lab_c), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.legend(handles=legend_handles(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path = out / "real_ct_default_model.png"
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    if docs is not None:
+        fig.savefig(docs / "realct_default_model.png", dpi=70, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def install_default(out: Path) -> None:
     """Copy the last step's model (the ``l3seg train-default`` recipe) into the package as the
     default model, with its measured real-CT accuracy (from ``evaluate``) in its metadata."""
@@ -130,6 +172,7 @@ def main() -> int:
     ap.add_argument("action", choices=["train", "evaluate", "install-default"])
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--real", type=Path, help="the totalsegmentator_example folder (evaluate)")
+    ap.add_argument("--docs", type=Path, help="also write the real-CT figure into this folder (evaluate)")
     args = ap.parse_args()
     if args.action == "train":
         train(args.out)
@@ -143,6 +186,7 @@ def main() -> int:
     table = evaluate(args.out, args.real)
     print(table.round(3).to_string())
     print(thin_sat(args.out).round(3).to_string())
+    print(f"figure: {real_l3_figure(args.out, args.real, args.docs)}")
     return 0
 
 

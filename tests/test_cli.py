@@ -34,3 +34,18 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path, tiny_model, capsys)
     (tmp_path / "p.yaml").write_text("train:\n  epochz: 1\n")
     assert main(["run", "--params", str(tmp_path / "p.yaml")]) == 2
     assert "unknown key(s) epochz" in capsys.readouterr().err
+
+
+def test_measure_and_predict_without_model_use_the_shipped_default(tmp_path, capsys):
+    from l3seg_lib.models import default_model_path
+
+    hu, _ = body_phantom(64, 64)
+    write_dicom(tmp_path / "in" / "a.dcm", hu, patient_id="A")
+    assert default_model_path().stat().st_size < 5e6  # the shipped model stays under 5 MB
+    assert main(["measure", str(tmp_path / "in"), "--out", str(tmp_path / "m")]) == 0
+    table = pd.read_csv(tmp_path / "m" / "measurements.csv")
+    assert table["model"].tolist() == ["l3seg default model"]
+    index = (tmp_path / "m" / "index.html").read_text()
+    assert "trained on l3seg synthetic L3 phantom" in index and "zero-shot on one real CT" in index
+    assert "Research use only" in index
+    assert main(["predict", str(tmp_path / "in" / "a.dcm"), "--out", str(tmp_path / "p")]) == 0
