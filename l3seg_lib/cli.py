@@ -88,7 +88,8 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical, reference_dir=args.reference,
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
                              check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads,
-                             postprocess=not args.no_postprocess, force=args.force, dicom=args.dicom)
+                             postprocess=not args.no_postprocess, force=args.force, dicom=args.dicom,
+                             workers=args.workers, scheduler=args.scheduler)
     res = measure_folder(args.folder, _model(args.model), args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
           f"{len(res.skipped)} file(s) left out of series folders (skipped.csv); "
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
     p.add_argument("--force", action="store_true", help="measure again the inputs the ledger lists as finished")
     p.add_argument("--dicom", action="store_true", help="also write DICOM SEG and SR (TID 1500) per slice to <out>/dicom/")
+    p.add_argument("--workers", type=int, default=0, help="measure on N Dask workers (a LocalCluster here)")
+    p.add_argument("--scheduler", help="measure on an existing Dask cluster: tcp://host:8786")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_measure)

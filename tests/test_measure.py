@@ -207,3 +207,23 @@ def test_dicom_seg_and_sr_match_the_csv(tmp_path, tiny_model):
         for f in (row["dicom_seg"], row["dicom_sr"]):
             proc = subprocess.run(["dciodvfy", str(tmp_path / "out" / f)], capture_output=True, text=True)
             assert "Error" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_measure_on_two_dask_workers_equals_serial(tmp_path, tiny_model):
+    from l3seg_lib.cli import main
+
+    hu, _ = body_phantom(64, 64)
+    for k in range(4):
+        write_dicom(tmp_path / "in" / f"p{k}.dcm", hu + k, patient_id=f"P{k}")
+    write_dicom(tmp_path / "in" / "mr.dcm", hu, Modality="MR", patient_id="MR")
+    serial = measure_folder(tmp_path / "in", tiny_model, tmp_path / "serial", MeasureOptions(progress=False))
+    assert main(["measure", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "dask"),
+                 "--workers", "2"]) == 0
+    parallel = pd.read_csv(tmp_path / "dask" / "measurements.csv", dtype={"patient_id": str})
+    cols = ["patient_id", "sma_cm2", "sat_cm2", "vat_cm2", "muscle_refined_hu_mean", "imat_cm2", "sarcopenia"]
+    left = serial.measurements[cols].sort_values("patient_id").reset_index(drop=True)
+    right = parallel[cols].sort_values("patient_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)  # the same numbers
+    assert len(pd.read_csv(tmp_path / "dask" / "errors.csv")) == 1
+    assert len(pd.read_csv(tmp_path / "dask" / "ledger.csv")) == 5

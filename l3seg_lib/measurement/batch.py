@@ -86,6 +86,10 @@ class MeasureOptions:
     """Measure again inputs the ledger lists as finished."""
     max_inputs: int | None = None
     """Stop after this many new inputs (to test resuming)."""
+    workers: int = 0
+    """Measure on this many Dask workers (a LocalCluster on this machine); 0: in this process."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (``tcp://host:8786``) to measure on instead."""
 
 
 def prefetch(fn: Callable, items: Sequence, threads: int) -> Iterator[Future]:
@@ -295,13 +299,21 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
         return read_image(inp.image, check_hu=opt.check_hu and not inp.is_png, **inp.png_kwargs())
 
     results: dict[str, InputResult] = dict(done)
+
+    def record(res: InputResult) -> None:
+        ledger.record(res)
+        results[res.source] = res
+
+    if opt.workers or opt.scheduler:
+        from l3seg_lib.measurement.cluster import run_on_dask
+
+        run_on_dask(todo, predictor.path, opt, out, record, opt.progress)
+        todo = []
     try:
         loaded = prefetch(read, todo, opt.read_threads)
         for inp, future in tqdm(zip(todo, loaded), total=len(todo), desc="measure", unit="input",
                                 disable=not opt.progress, mininterval=2.0):
-            res = measure_input(inp, future, ctx)
-            ledger.record(res)
-            results[res.source] = res
+            record(measure_input(inp, future, ctx))
     finally:
         ctx.close()
     ordered = [results[str(inp.image)] for inp in inputs if str(inp.image) in results]

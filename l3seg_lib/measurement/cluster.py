@@ -1,0 +1,68 @@
+"""``measure`` spread over Dask workers: a LocalCluster on this machine (``--workers N``) or an
+existing cluster (``--scheduler tcp://host:8786``).
+
+Each worker loads the model once (one onnxruntime thread per worker, so N workers use N cores)
+and measures whole inputs with :func:`l3seg_lib.measurement.batch.measure_input`; the client
+records each input in the ledger as it comes back, so the batch stays resumable. Workers write
+overlays and masks into the output folder, which must be reachable from every worker (the same
+machine, or a shared file system). The numbers equal those of a serial run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+_PREDICTORS: dict[tuple, object] = {}
+"""One Predictor per worker process and model (kept between tasks)."""
+
+
+def _predictor(model: str, device: str, postprocess: bool):
+    from l3seg_lib.inference.predictor import Predictor
+
+    key = (model, device, postprocess)
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = Predictor(model, device, num_threads=1, postprocess=postprocess)
+    return _PREDICTORS[key]
+
+
+def measure_one(inp, model: str, options, out: str):
+    """Measure one input on a worker (reading included)."""
+    from l3seg_lib.imageio.reader import read_image
+    from l3seg_lib.measurement.batch import _Context, measure_input
+
+    predictor = _predictor(model, options.device, options.postprocess)
+    ctx = _Context(options, predictor, Path(out))
+    future: Future = Future()
+    try:
+        future.set_result(read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs()))
+    except BaseException as exc:  # handed to measure_input, which records it
+        future.set_exception(exc)
+    try:
+        return measure_input(inp, future, ctx)
+    finally:
+        ctx.close()
+
+
+def run_on_dask(todo: list, model: Path, options, out: Path, record: Callable, progress: bool) -> None:
+    """Measure ``todo`` on Dask workers; ``record(result)`` is called as each input finishes."""
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    if options.scheduler:
+        client, cluster = Client(options.scheduler), None
+    else:
+        cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = client.map(measure_one, todo, model=str(model), options=options, out=str(out), pure=False)
+        for future in tqdm(as_completed(futures), total=len(futures), desc="measure (dask)", unit="input",
+                           disable=not progress, mininterval=2.0):
+            record(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
