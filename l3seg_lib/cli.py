@@ -57,7 +57,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from l3seg_lib.phantom import generate
 
     df = generate(args.out, n_patients=args.patients, seed=args.seed, matrix=args.matrix,
-                  slices_per_patient=(args.min_slices, args.max_slices))
+                  slices_per_patient=(args.min_slices, args.max_slices), realism=args.realism)
     print(f"wrote {len(df)} patients to {args.out} (manifest.csv, clinical.csv, labels.txt, dicom/, masks/)")
     return 0
 
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrix", type=int, default=512)
     p.add_argument("--min-slices", type=int, default=1)
     p.add_argument("--max-slices", type=int, default=3)
+    p.add_argument("--realism", action="store_true", help="add ribs, arms, organs, contrast, kernels, metal, ...")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("predict", help="segment a DICOM file or series folder, NIfTI or PNG")
