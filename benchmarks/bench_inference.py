@@ -81,6 +81,7 @@ def write_slices(folder: Path, n: int) -> list[Path]:
     """``n`` single-slice 512x512 DICOM files of the built-in phantom (one patient each; eight
     rendered patients repeated)."""
     from helpers import write_dicom
+
     from l3seg_lib import phantom
 
     bases = []
@@ -142,8 +143,8 @@ def main() -> None:
     # 3. network latency: onnxruntime vs torch eager, same weights
     import torch
 
-    from l3seg_lib.training.export import MeanSoftmax
     from l3seg_lib.config import load_params
+    from l3seg_lib.training.export import MeanSoftmax
     from l3seg_lib.training.network import build_model
 
     p = load_params(REPO / "params" / "default.yaml")

@@ -11,7 +11,6 @@ and the process's peak memory beside the size of the volume itself.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     from helpers import write_dicom
+
     from l3seg_lib.phantom.torso import TorsoSpec, make_torso
 
     tmp = Path(tempfile.mkdtemp(prefix="l3seg-bench-loc-"))

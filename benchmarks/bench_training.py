@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 
 from l3seg_lib.config import load_params
-from l3seg_lib.training.losses import SegmentationLoss
-from l3seg_lib.training.network import build_model
 from l3seg_lib.pipeline.runs import latest_run
 from l3seg_lib.training.device import resolve_device
+from l3seg_lib.training.losses import SegmentationLoss
+from l3seg_lib.training.network import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

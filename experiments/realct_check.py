@@ -36,14 +36,14 @@ from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.imageio.dicom import read_dicom_series
 from l3seg_lib.imageio.labels import combine_binary_masks, read_label_file
 from l3seg_lib.imageio.nifti import read_nifti
-from l3seg_lib.training.checkpoint import load_checkpoint
-from l3seg_lib.training.export import export_onnx
-from l3seg_lib.training.device import resolve_device
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, select_vertebra_slices
 from l3seg_lib.measurement.composition import measure_slice
 from l3seg_lib.reporting.figures import comparison_figure, legend_handles
 from l3seg_lib.reporting.overlays import crop_to_body, ct_gray, overlay_rgb
+from l3seg_lib.training.checkpoint import load_checkpoint
+from l3seg_lib.training.device import resolve_device
+from l3seg_lib.training.export import export_onnx
 from l3seg_lib.training.finetune import block_folds, finetune, params_of_checkpoint
 
 TISSUE_FILES = {"muscle": "skeletal_muscle.nii.gz", "sat": "subcutaneous_fat.nii.gz", "vat": "torso_fat.nii.gz"}

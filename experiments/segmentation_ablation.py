@@ -35,7 +35,10 @@ TISSUE_FILES = {"muscle": "skeletal_muscle.nii.gz", "sat": "subcutaneous_fat.nii
 
 
 def train(out: Path) -> None:
-    from l3seg_lib.training.default_model import default_model_params, train_default_model
+    from l3seg_lib.training.default_model import (
+        default_model_params,
+        train_default_model,
+    )
 
     for k, (name, kw) in enumerate(STEPS.items(), start=1):
         folder = out / f"step{k}"

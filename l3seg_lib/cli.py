@@ -153,7 +153,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_train_default(args: argparse.Namespace) -> int:
     if _training_extra_missing("train-default"):
         return 2
-    from l3seg_lib.training.default_model import default_model_params, train_default_model
+    from l3seg_lib.training.default_model import (
+        default_model_params,
+        train_default_model,
+    )
 
     res = train_default_model(args.out, default_model_params(members=args.members, seed=args.seed))
     print(f"cross-validated Dice on the built-in data: {res.mean_fg_dice:.3f}; model: {res.model_path} "
@@ -166,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "muscle, SAT and VAT, areas, SMI, muscle density and cut-off verdicts.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    from l3seg_lib.pipeline.runner import NOTEBOOKS  # a constant; papermill is imported only when running
+    from l3seg_lib.pipeline.runner import (
+        NOTEBOOKS,  # a constant; papermill is imported only when running
+    )
 
     p = sub.add_parser("run", help="run the notebook pipeline 01-05 with papermill and render HTML reports")
     p.add_argument("--params", required=True, help="YAML params file, e.g. params/default.yaml")

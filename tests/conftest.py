@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from l3seg_lib import phantom
+from l3seg_lib.config import DataConfig, Params, PreprocessConfig
 from l3seg_lib.data.cases import iter_manifest
 from l3seg_lib.data.clinical import read_clinical
 from l3seg_lib.data.manifest import read_manifest
-from l3seg_lib.config import DataConfig, Params, PreprocessConfig
 from l3seg_lib.preprocessing.processed import export_processed
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -54,9 +54,9 @@ def tiny_processed(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_processed):
     """A 2-fold ensemble trained for 2 epochs on the tiny data (a model file path)."""
-    from l3seg_lib.training.splits import make_splits
     from l3seg_lib.preprocessing.processed import read_processed_manifest
     from l3seg_lib.training.crossval import cross_validate
+    from l3seg_lib.training.splits import make_splits
 
     proc = tiny_processed / "proc"
     man = read_processed_manifest(proc)

@@ -6,13 +6,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import body_phantom, write_dicom
 from PIL import Image
 
-from helpers import body_phantom, write_dicom
+from l3seg_lib.config import DataConfig
 from l3seg_lib.data.cases import iter_manifest
 from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.data.manifest import read_manifest
-from l3seg_lib.config import DataConfig
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.dicom import read_dicom
 from l3seg_lib.imageio.nifti import write_nifti_labels
@@ -49,7 +49,7 @@ def test_mask_shape_mismatch_names_both_files(tmp_path):
 
 def test_mask_voxel_size_mismatch(tmp_path):
     hu, mask = body_phantom(40, 48)
-    dcm = write_dicom(tmp_path / "a.dcm", hu, spacing=(0.8, 0.7))
+    write_dicom(tmp_path / "a.dcm", hu, spacing=(0.8, 0.7))
     nib.save(nib.Nifti1Image(mask.T[:, :, None].copy(), np.diag([-1.0, -1.0, 3.0, 1.0])), str(tmp_path / "m1.nii.gz"))
     man = _write_manifest(tmp_path / "m.csv", [{"image": "a.dcm", "mask": "m1.nii.gz"}])
     with pytest.raises(L3SegInputError, match="m1.nii.gz: mask voxel size .* differs from the image pixel spacing"):

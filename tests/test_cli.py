@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-
 from helpers import body_phantom, write_dicom
+
 from l3seg_lib.cli import main
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from l3seg_lib.config import Params, load_params, parse_override, save_params
-from l3seg_lib.errors import L3SegConfigError
 from l3seg_lib.data.cases import label_map_of
+from l3seg_lib.errors import L3SegConfigError
 from l3seg_lib.phantom import PHANTOM_LABEL_MAP
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import body_phantom, write_dicom
+
 from l3seg_lib import phantom
 from l3seg_lib.imageio.labels import remap_labels
 from l3seg_lib.measurement import flags

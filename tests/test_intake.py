@@ -10,11 +10,16 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from helpers import body_phantom, write_dicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLossless, JPEGLSLossless, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEGLossless,
+    JPEGLSLossless,
+    generate_uid,
+)
 
-from helpers import body_phantom, write_dicom
 from l3seg_lib.config import DataConfig
 from l3seg_lib.data.cases import iter_manifest
 from l3seg_lib.data.clinical import clinical_for

@@ -5,9 +5,9 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import body_phantom, write_dicom
 from PIL import Image
 
-from helpers import body_phantom, write_dicom
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
 from l3seg_lib.imageio.nifti import read_nifti

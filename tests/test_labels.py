@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import body_phantom, write_dicom
+
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.dicom import read_dicom
-from l3seg_lib.imageio.labels import SLICE_O_MATIC_TAGS, LabelDescription, combine_binary_masks, read_itksnap_labels, read_label_file, read_tag, remap_labels, write_itksnap_labels
+from l3seg_lib.imageio.labels import (
+    SLICE_O_MATIC_TAGS,
+    LabelDescription,
+    combine_binary_masks,
+    read_itksnap_labels,
+    read_label_file,
+    read_tag,
+    remap_labels,
+    write_itksnap_labels,
+)
 from l3seg_lib.localize.selection import select_vertebra_slices
 
 ITK_MAP = {"background": [0, 7, 8], "muscle": [1, 2, 4], "sat": [5], "vat": [6]}

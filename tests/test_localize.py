@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import write_dicom
+
 from l3seg_lib.cli import main
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.localize.l3 import locate_l3
@@ -101,8 +101,9 @@ def test_measure_a_whole_series_with_no_manifest(shared_data, tiny_model, tmp_pa
 
 
 def test_locate_command(tmp_path, capsys):
-    from l3seg_lib.imageio.nifti import write_nifti_labels  # noqa: F401 - NIfTI writing below
     import nibabel as nib
+
+    from l3seg_lib.imageio.nifti import write_nifti_labels  # noqa: F401 - NIfTI writing below
 
     torso = make_torso(TorsoSpec(**FAST))
     vol = _volume(torso)

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import body_phantom, write_dicom
+
 from l3seg_lib import phantom
 from l3seg_lib.config import CompositionConfig
 from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
@@ -129,8 +129,9 @@ def test_interrupted_batch_resumes_and_force_redoes(tmp_path, tiny_model):
 @pytest.mark.parametrize("kind", ["tag", "nifti"])
 def test_edit_and_remeasure(tmp_path, tiny_model, kind):
     """measure writes editable masks; after an edit, remeasure recomputes and audits the change."""
-    import nibabel as nib
     import time as _time
+
+    import nibabel as nib
 
     from l3seg_lib.cli import main
     from l3seg_lib.imageio.labels import read_tag, write_tag

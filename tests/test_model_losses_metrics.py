@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from l3seg_lib.config import ModelConfig
-from l3seg_lib.training.losses import SegmentationLoss, soft_dice_loss
 from l3seg_lib.evaluation.metrics import (
     areas_cm2,
     bland_altman,
@@ -20,6 +19,7 @@ from l3seg_lib.evaluation.metrics import (
     slice_metrics,
     summary_table,
 )
+from l3seg_lib.training.losses import SegmentationLoss, soft_dice_loss
 from l3seg_lib.training.network import UNet, build_model, count_parameters
 
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_params
-from l3seg_lib.training import crossval as crossval_module
+
 from l3seg_lib.config import Params, load_params
-from l3seg_lib.training.splits import make_splits
 from l3seg_lib.evaluation.evaluate import paired_comparison
+from l3seg_lib.preprocessing.processed import read_processed_manifest
+from l3seg_lib.training import crossval as crossval_module
 from l3seg_lib.training.optimize import (
     ResumeError,
     apply_point,
@@ -20,7 +20,7 @@ from l3seg_lib.training.optimize import (
     read_trials,
     run_search,
 )
-from l3seg_lib.preprocessing.processed import read_processed_manifest
+from l3seg_lib.training.splits import make_splits
 
 
 def _search_params(n_trials=6, init_points=2) -> Params:

@@ -8,9 +8,9 @@ import pydicom
 import pytest
 
 from l3seg_lib import phantom
+from l3seg_lib.config import DataConfig
 from l3seg_lib.data.cases import iter_manifest
 from l3seg_lib.data.manifest import read_manifest
-from l3seg_lib.config import DataConfig
 from l3seg_lib.imageio.labels import read_itksnap_labels, remap_labels
 
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import body_phantom
-from l3seg_lib.data.cases import Case
+
 from l3seg_lib.config import PreprocessConfig
+from l3seg_lib.data.cases import Case
 from l3seg_lib.imageio.ct import CTImage
-from l3seg_lib.preprocessing.geometry import image_to_model, labels_to_original, make_geometry, mask_to_model, probs_to_original, window
-from l3seg_lib.preprocessing.processed import export_processed, load_arrays, read_processed_manifest
+from l3seg_lib.preprocessing.geometry import (
+    image_to_model,
+    labels_to_original,
+    make_geometry,
+    mask_to_model,
+    probs_to_original,
+    window,
+)
+from l3seg_lib.preprocessing.processed import (
+    export_processed,
+    load_arrays,
+    read_processed_manifest,
+)
 
 
 def test_window_clips_and_scales():

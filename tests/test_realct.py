@@ -11,12 +11,16 @@ import json
 import numpy as np
 import pydicom
 import pytest
+from realct_check import (  # experiments/, on the path via conftest
+    l3_slices,
+    load_tissue_crop,
+    run_realct,
+)
 
 from l3seg_lib.data.clinical import clinical_for
 from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.training.finetune import block_folds
-from realct_check import l3_slices, load_tissue_crop, run_realct  # experiments/, on the path via conftest
 
 
 def test_nifti_and_binary_tissue_masks_combine(shared_data):

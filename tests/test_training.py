@@ -6,19 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-
 from conftest import tiny_params
+
 from l3seg_lib.config import AugmentConfig, SplitConfig
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.training.dataset import SliceDataset, build_augmentation
-from l3seg_lib.training.splits import check_patient_wise, fold_members, make_splits
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.segment import predict_path
 from l3seg_lib.preprocessing.processed import read_processed_manifest
 from l3seg_lib.training.checkpoint import load_checkpoint
-from l3seg_lib.training.device import resolve_device
 from l3seg_lib.training.crossval import cross_validate
+from l3seg_lib.training.dataset import SliceDataset, build_augmentation
+from l3seg_lib.training.device import resolve_device
+from l3seg_lib.training.splits import check_patient_wise, fold_members, make_splits
 from l3seg_lib.training.trainer import train_model
 
 

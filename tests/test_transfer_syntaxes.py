@@ -13,12 +13,24 @@ import imagecodecs
 import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
-from pydicom.uid import (RLELossless, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian,
-                         JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1,
-                         JPEGLossless, JPEGLSLossless, JPEGLSNearLossless, UID)
-
 from helpers import body_phantom, write_dicom
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
 from l3seg_lib.imageio.dicom import read_dicom
 
 HTJ2K_LOSSLESS = UID("1.2.840.10008.1.2.4.201")

@@ -11,7 +11,12 @@ from scipy import stats
 from tqdm import tqdm
 
 from l3seg_lib.config import CompositionConfig
-from l3seg_lib.evaluation.metrics import TISSUES, confusion_matrix, per_patient, slice_metrics
+from l3seg_lib.evaluation.metrics import (
+    TISSUES,
+    confusion_matrix,
+    per_patient,
+    slice_metrics,
+)
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.composition import assess, measure_slice
 from l3seg_lib.preprocessing.processed import load_arrays

@@ -26,8 +26,16 @@ from pydicom.uid import UID
 
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio import codecs
-from l3seg_lib.imageio.ct import (LOWEST_HU, MAX_AXIAL_TILT_DEG, CTImage, CTVolume, canonicalize,
-                                  check_pixel_spacing, check_plausible_hu, voxel_sizes)
+from l3seg_lib.imageio.ct import (
+    LOWEST_HU,
+    MAX_AXIAL_TILT_DEG,
+    CTImage,
+    CTVolume,
+    canonicalize,
+    check_pixel_spacing,
+    check_plausible_hu,
+    voxel_sizes,
+)
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 """SOP classes of (multi-frame) secondary capture images."""

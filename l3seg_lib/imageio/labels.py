@@ -15,7 +15,13 @@ import numpy as np
 
 from l3seg_lib.config import CLASS_NAMES
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.imageio.ct import CTImage, CTVolume, canonicalize, check_same_space, voxel_sizes
+from l3seg_lib.imageio.ct import (
+    CTImage,
+    CTVolume,
+    canonicalize,
+    check_same_space,
+    voxel_sizes,
+)
 from l3seg_lib.imageio.nifti import load_nifti
 from l3seg_lib.imageio.png import read_png_array
 

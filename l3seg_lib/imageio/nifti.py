@@ -8,8 +8,14 @@ import nibabel as nib
 import numpy as np
 
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.imageio.ct import LOWEST_HU, CTVolume, voxel_sizes, canonicalize, check_pixel_spacing, check_plausible_hu
-
+from l3seg_lib.imageio.ct import (
+    LOWEST_HU,
+    CTVolume,
+    canonicalize,
+    check_pixel_spacing,
+    check_plausible_hu,
+    voxel_sizes,
+)
 
 
 def _nifti_stem(path: Path) -> str:

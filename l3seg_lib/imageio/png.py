@@ -11,7 +11,6 @@ from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTImage, check_pixel_spacing
 
 
-
 def read_png_array(path: str | Path, what: str) -> np.ndarray:
     """A single-channel PNG as an integer array; colour images are refused."""
     path = Path(path)

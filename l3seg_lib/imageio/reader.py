@@ -9,10 +9,14 @@ import pydicom
 
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume, slice_as_volume
-from l3seg_lib.imageio.dicom import is_multiframe, read_dicom, read_dicom_series, read_dicom_volume
+from l3seg_lib.imageio.dicom import (
+    is_multiframe,
+    read_dicom,
+    read_dicom_series,
+    read_dicom_volume,
+)
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.imageio.png import read_png
-
 
 
 def image_kind(path: str | Path) -> str:

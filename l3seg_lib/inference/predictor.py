@@ -17,7 +17,12 @@ import numpy as np
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.inference.model_file import ModelInfo, OnnxModel
 from l3seg_lib.inference.postprocess import clean_labels
-from l3seg_lib.preprocessing.geometry import body_mask, image_to_model, make_geometry, probs_to_original
+from l3seg_lib.preprocessing.geometry import (
+    body_mask,
+    image_to_model,
+    make_geometry,
+    probs_to_original,
+)
 
 __all__ = ["Prediction", "Predictor"]
 

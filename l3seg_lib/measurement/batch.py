@@ -26,17 +26,26 @@ from tqdm import tqdm
 
 from l3seg_lib.config import CompositionConfig, LocalizeConfig
 from l3seg_lib.data.clinical import clinical_for, read_clinical
+from l3seg_lib.data.manifest import ManifestEntry
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.evaluation.metrics import TISSUES, bland_altman, slice_metrics
-from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_mask_for, remap_labels
-from l3seg_lib.data.manifest import ManifestEntry
 from l3seg_lib.imageio.ct import CTVolume
+from l3seg_lib.imageio.labels import (
+    IDENTITY_LABEL_MAP,
+    SLICE_O_MATIC_TAGS,
+    read_mask_for,
+    remap_labels,
+)
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_slice
 from l3seg_lib.measurement.flags import SliceContext, review_flags
-from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, discover_inputs, find_reference
+from l3seg_lib.measurement.inputs import (
+    REFERENCE_SUFFIXES,
+    discover_inputs,
+    find_reference,
+)
 from l3seg_lib.measurement.ledger import Ledger, file_sha256
 from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.names import safe_name

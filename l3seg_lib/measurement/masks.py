@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from l3seg_lib.imageio.ct import CTImage
-from l3seg_lib.imageio.labels import CLASS_LABELS, CLASS_TO_TAG, write_itksnap_labels, write_tag
+from l3seg_lib.imageio.labels import (
+    CLASS_LABELS,
+    CLASS_TO_TAG,
+    write_itksnap_labels,
+    write_tag,
+)
 from l3seg_lib.imageio.nifti import write_nifti_labels
 
 LABEL_FILE = "labels.txt"

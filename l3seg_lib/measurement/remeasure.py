@@ -21,7 +21,12 @@ import pandas as pd
 from l3seg_lib.config import CompositionConfig
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.imageio.ct import slice_as_volume
-from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_mask_for, remap_labels
+from l3seg_lib.imageio.labels import (
+    IDENTITY_LABEL_MAP,
+    SLICE_O_MATIC_TAGS,
+    read_mask_for,
+    remap_labels,
+)
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.measurement.composition import assess, measure_slice
 from l3seg_lib.reporting.html import write_remeasure_html

@@ -18,8 +18,20 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from l3seg_lib.phantom.canvas import Canvas, fourier, radial, wobble
-from l3seg_lib.phantom.labels import (BONE, BOWEL, KIDNEY, LIVER, OTHER, PARASPINAL, PSOAS, QL, SAT, VAT, VESSEL,
-                                      WALL)
+from l3seg_lib.phantom.labels import (
+    BONE,
+    BOWEL,
+    KIDNEY,
+    LIVER,
+    OTHER,
+    PARASPINAL,
+    PSOAS,
+    QL,
+    SAT,
+    VAT,
+    VESSEL,
+    WALL,
+)
 from l3seg_lib.phantom.patients import SLICE_GAP_MM, PatientSpec
 
 

@@ -10,7 +10,6 @@ import math
 import numpy as np
 
 
-
 class Canvas:
     """An n x n slice (HU and label arrays) centred at (cx, cy) mm with square pixels of ``spacing`` mm."""
 

@@ -20,7 +20,6 @@ from l3seg_lib.phantom.patients import SLICE_GAP_MM, PatientSpec, make_patient
 from l3seg_lib.phantom.render import render_slice
 
 
-
 def _uid(*parts) -> str:
     return generate_uid(entropy_srcs=["l3seg-phantom", *map(str, parts)])
 

@@ -20,7 +20,11 @@ from l3seg_lib.config import PreprocessConfig
 from l3seg_lib.data.cases import Case
 from l3seg_lib.data.clinical import clinical_for
 from l3seg_lib.names import safe_name
-from l3seg_lib.preprocessing.geometry import image_to_model, make_geometry, mask_to_model
+from l3seg_lib.preprocessing.geometry import (
+    image_to_model,
+    make_geometry,
+    mask_to_model,
+)
 
 PROCESSED_MANIFEST = "manifest.csv"
 

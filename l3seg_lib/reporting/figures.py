@@ -7,8 +7,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
-from l3seg_lib.reporting.overlays import (TISSUE_COLOURS, TISSUE_LABELS, crop_to_body, ct_gray, error_map_rgb,
-                                          overlay_rgb)
+from l3seg_lib.reporting.overlays import (
+    TISSUE_COLOURS,
+    TISSUE_LABELS,
+    crop_to_body,
+    ct_gray,
+    error_map_rgb,
+    overlay_rgb,
+)
 
 
 def legend_handles() -> list[Patch]:

@@ -14,13 +14,11 @@ from tqdm import tqdm
 from l3seg_lib.config import Params
 from l3seg_lib.evaluation.metrics import TISSUES
 from l3seg_lib.training.checkpoint import save_checkpoint
-from l3seg_lib.training.export import export_onnx
-from l3seg_lib.training.device import configure_threads, resolve_device
 from l3seg_lib.training.dataset import load_slices
+from l3seg_lib.training.device import configure_threads, resolve_device
+from l3seg_lib.training.export import export_onnx
 from l3seg_lib.training.splits import fold_members
 from l3seg_lib.training.trainer import dice_per_slice, train_model
-
-
 
 
 @dataclass

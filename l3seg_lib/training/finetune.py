@@ -16,7 +16,11 @@ import torch
 from l3seg_lib.config import DataConfig, ModelConfig, Params, params_from_dict
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume
-from l3seg_lib.preprocessing.geometry import image_to_model, make_geometry, mask_to_model
+from l3seg_lib.preprocessing.geometry import (
+    image_to_model,
+    make_geometry,
+    mask_to_model,
+)
 from l3seg_lib.training.trainer import train_model
 
 

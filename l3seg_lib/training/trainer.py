@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from l3seg_lib.config import CLASS_NAMES, ModelConfig, TrainConfig
 from l3seg_lib.evaluation.metrics import TISSUES, confusion_matrix, dice_iou
-from l3seg_lib.training.network import build_model
 from l3seg_lib.training.dataset import SliceDataset, build_augmentation
 from l3seg_lib.training.losses import SegmentationLoss
+from l3seg_lib.training.network import build_model
 
 
 def seed_everything(seed: int) -> None:
