@@ -121,7 +121,14 @@ class TrainConfig:
     ce_weight: float = 1.0
     dice_weight: float = 1.0
     data_ratio: float = 1.0
-    """Augmented copies added per original training slice each epoch (0 = originals only)."""
+    """Augmented copies added per original training slice each epoch (0 = originals only). With
+    ``steps_per_epoch`` it sets the share of augmented samples, r / (1 + r), not the compute."""
+    steps_per_epoch: int | None = None
+    """Optimizer steps per epoch, drawn with replacement from originals and augmented copies
+    (equal compute whatever the data ratio); null = one pass over the originals and copies."""
+    select_epoch: str = "best"
+    """Which epoch's weights to keep: ``best`` validation Dice (with early stopping), or ``last``
+    (no selection on the validation data, which can then be reported without optimism)."""
     folds_to_run: list[int] | None = None
     """Subset of fold indices to train (``null`` = all)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -134,6 +141,8 @@ class BudgetConfig:
     epochs: int = 8
     image_size: int = 128
     folds: list[int] | None = field(default_factory=lambda: [0, 1])
+    steps_per_epoch: int = 20
+    """Optimizer steps per epoch in every trial: equal compute whatever the data ratio."""
 
 
 @dataclass
@@ -361,6 +370,10 @@ def _validate(obj: Any, where: str) -> None:
             raise bad(f"train.class_weights must be >= 0, got {list(obj.class_weights)}")
         if obj.lr_schedule not in ("cosine", "none"):
             raise bad(f"train.lr_schedule must be cosine or none, got {obj.lr_schedule!r}")
+        if obj.select_epoch not in ("best", "last"):
+            raise bad(f"train.select_epoch must be best or last, got {obj.select_epoch!r}")
+        if obj.steps_per_epoch is not None and obj.steps_per_epoch < 1:
+            raise bad(f"train.steps_per_epoch must be >= 1 (or null), got {obj.steps_per_epoch}")
         if obj.data_ratio < 0:
             raise bad(f"train.data_ratio must be >= 0, got {obj.data_ratio}")
     elif isinstance(obj, OptimizeConfig):

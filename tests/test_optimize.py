@@ -134,3 +134,35 @@ def test_baseline_outside_bounds_is_not_a_trial(tmp_path):
     p.optimize.bounds["w_sat"] = (2.0, 5.0)  # baseline weight 1 lies outside
     res = run_search(p, cheap_objective, tmp_path, progress=False)
     assert "baseline" not in set(res.trials["kind"]) and res.trials["kind"].iloc[0] == "random"
+
+
+def test_trials_have_equal_compute_whatever_the_data_ratio(tiny_processed, tmp_path):
+    """Every trial takes budget.epochs x budget.steps_per_epoch optimizer steps per fold, so a
+    higher data ratio changes the share of augmented samples, not the training time."""
+    proc = tiny_processed / "proc"
+    man = read_processed_manifest(proc)
+    p = tiny_params()
+    p.optimize.budget.epochs, p.optimize.budget.image_size, p.optimize.budget.folds = 2, 16, [0]
+    p.optimize.budget.steps_per_epoch = 3
+    p.optimize.n_trials, p.optimize.init_points = 3, 2
+    p.optimize.bounds["data_ratio"] = (0.0, 3.0)
+    split = make_splits(man, p.split, p.seed)
+    res = run_search(p, cv_objective(proc, man, split, progress=False), tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()]
+    assert len({round(r["params"]["data_ratio"], 3) for r in log}) == 3
+    assert {r["optimizer_steps"] for r in log} == {2 * 3}  # equal across trials
+    assert all(r["seconds"] > 0 for r in log) and len(res.trials) == 3
+
+
+def test_last_epoch_selection_takes_no_validation_choice(tiny_processed):
+    from l3seg_lib.training.dataset import load_slices
+    from l3seg_lib.training.trainer import train_model
+
+    proc = tiny_processed / "proc"
+    man = read_processed_manifest(proc)
+    x, y = load_slices(proc, man)
+    p = tiny_params(epochs=3, select_epoch="last", early_stopping_patience=1)
+    import torch
+
+    res = train_model(x[:4], y[:4], x[4:], y[4:], p.model, p.train, 0, torch.device("cpu"), progress=False)
+    assert res.best_epoch == 3 and len(res.history) == 3  # the last epoch, and no early stop

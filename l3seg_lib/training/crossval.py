@@ -32,6 +32,8 @@ class CVResult:
     """The fold ensemble as an ONNX model file (what inference reads), when written."""
     checkpoint_path: Path | None = None
     """The same ensemble as a PyTorch checkpoint (for fine-tuning)."""
+    optimizer_steps: int = 0
+    """Optimizer steps of all folds together (the cross-validation's compute)."""
 
     @property
     def mean_fg_dice(self) -> float:
@@ -74,7 +76,7 @@ def cross_validate(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.
         fold_rows.append({"fold": k, "train_patients": train_rows["patient_id"].nunique(),
                           "val_patients": val_rows["patient_id"].nunique(), "train_slices": len(train_rows),
                           "val_slices": len(val_rows), "best_epoch": res.best_epoch,
-                          "epochs_run": len(res.history), "seconds": res.seconds,
+                          "epochs_run": len(res.history), "seconds": res.seconds, "optimizer_steps": res.optimizer_steps,
                           **{f"dice_{n}": res.best_dice.get(n, np.nan) for n in TISSUES},
                           "dice_mean_fg": res.best_dice.get("mean_fg", np.nan)})
         if res.val_pred is not None:
@@ -94,7 +96,8 @@ def cross_validate(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.
                 "accuracy": accuracy_text(slices_df)}
         checkpoint_path = save_checkpoint(out / "model.pt", states, params, size, label, info)
         model_path = export_onnx(states, params, size, out / "model.onnx", label, info)
-    return CVResult(folds_df, slices_df, states, model_path, checkpoint_path)
+    return CVResult(folds_df, slices_df, states, model_path, checkpoint_path,
+                    int(folds_df["optimizer_steps"].sum()) if len(folds_df) else 0)
 
 
 def training_data_text(params: Params, manifest: pd.DataFrame, split: pd.DataFrame) -> str:

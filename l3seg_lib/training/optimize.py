@@ -4,7 +4,10 @@ Search space (bounds in ``optimize.bounds``): loss weights of muscle, SAT and VA
 fixed at 1), the data ratio (augmented copies per original training slice, as in the reference
 study) and log10 of the learning rate. Objective: mean foreground Dice over the out-of-fold
 validation slices of the dev patients (the held-out test patients are never touched), with the
-cheaper training of ``optimize.budget``.
+cheaper training of ``optimize.budget``. Every trial has the same compute: ``budget.epochs`` x
+``budget.steps_per_epoch`` optimizer steps per fold whatever its data ratio (which then sets the
+share of augmented samples), recorded as ``optimizer_steps`` in the trial log with the trial's
+wall time; and it is scored on its last epoch, with no checkpoint chosen on the folds that score it.
 
 Trial 0 is the baseline setting itself (``optimize.include_baseline``), scored under the same
 budget. Trials are appended to ``trials.jsonl`` as they finish. A rerun replays the logged trials
@@ -71,6 +74,8 @@ def budget_params(params: Params) -> Params:
     p = copy.deepcopy(params)
     p.train.epochs = params.optimize.budget.epochs
     p.train.early_stopping_patience = 0
+    p.train.steps_per_epoch = params.optimize.budget.steps_per_epoch  # equal compute across trials
+    p.train.select_epoch = "last"  # no checkpoint selection on the folds that score the trial
     return p
 
 
@@ -80,7 +85,8 @@ def search_signature(params: Params) -> dict[str, Any]:
     return {"bounds": {k: list(v) for k, v in sorted(o.bounds.items())}, "seed": params.seed,
             "init_points": o.init_points, "acquisition": o.acquisition, "include_baseline": o.include_baseline,
             "baseline": baseline_point(params) if o.include_baseline else None,
-            "budget": {"epochs": o.budget.epochs, "image_size": o.budget.image_size, "folds": o.budget.folds},
+            "budget": {"epochs": o.budget.epochs, "image_size": o.budget.image_size, "folds": o.budget.folds,
+                       "steps_per_epoch": o.budget.steps_per_epoch},
             "model": params.to_dict()["model"], "base_train": {k: v for k, v in params.to_dict()["train"].items()
                                                               if k not in ("class_weights", "data_ratio", "lr")}}
 
@@ -136,7 +142,8 @@ def cv_objective(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.Da
                              image_size=params.optimize.budget.image_size,
                              folds=params.optimize.budget.folds, label="trial", progress=progress)
         s = res.slices
-        return {"target": res.mean_fg_dice, **{f"dice_{t}": float(s[f"dice_{t}"].mean()) for t in TISSUES}}
+        return {"target": res.mean_fg_dice, **{f"dice_{t}": float(s[f"dice_{t}"].mean()) for t in TISSUES},
+                "optimizer_steps": res.optimizer_steps}
 
     return objective
 

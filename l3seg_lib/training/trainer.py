@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from l3seg_lib.config import CLASS_NAMES, ModelConfig, TrainConfig
@@ -73,6 +73,8 @@ class TrainResult:
     seconds: float
     val_pred: np.ndarray | None = None
     """Validation predictions (N, H, W) of the best model."""
+    optimizer_steps: int = 0
+    """Optimizer steps taken (the training's compute)."""
 
 
 def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: np.ndarray | None,
@@ -90,8 +92,13 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
     model = model.to(device)
     augment = build_augmentation(train_cfg.augment, size, seed)
     dataset = SliceDataset(train_images, train_masks, augment, train_cfg.data_ratio)
-    loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed), num_workers=0)
+    generator = torch.Generator().manual_seed(seed)
+    if train_cfg.steps_per_epoch:  # equal compute: a fixed number of optimizer steps, whatever the data ratio
+        sampler = RandomSampler(dataset, replacement=True, generator=generator,
+                                num_samples=train_cfg.steps_per_epoch * train_cfg.batch_size)
+        loader = DataLoader(dataset, batch_size=train_cfg.batch_size, sampler=sampler, num_workers=0)
+    else:
+        loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=True, generator=generator, num_workers=0)
     criterion = SegmentationLoss(train_cfg.class_weights, train_cfg.ce_weight, train_cfg.dice_weight).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, train_cfg.epochs), eta_min=train_cfg.lr * 0.02)
@@ -100,6 +107,7 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
     history: list[dict[str, Any]] = []
     best = BestEpoch(state=copy.deepcopy(model.state_dict()))
     since_best = 0
+    steps = 0
     t0 = time.perf_counter()
     bar = tqdm(range(1, train_cfg.epochs + 1), desc=desc, unit="epoch", disable=not progress, mininterval=2.0, leave=False)
     for epoch in bar:
@@ -114,6 +122,7 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
             if train_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
+            steps += 1
             total += float(loss.detach()) * len(x)
             n += len(x)
         lr = optimizer.param_groups[0]["lr"]
@@ -130,7 +139,7 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
             for name, d in zip(TISSUES, dice):
                 row[f"val_dice_{name}"] = float(d)
             row["val_dice_mean_fg"] = float(np.nanmean(dice))
-            if row["val_dice_mean_fg"] > best.score:
+            if train_cfg.select_epoch == "last" or row["val_dice_mean_fg"] > best.score:
                 best = BestEpoch(row["val_dice_mean_fg"], epoch, copy.deepcopy(model.state_dict()),
                                  {**{n_: row[f"val_dice_{n_}"] for n_ in TISSUES}, "mean_fg": row["val_dice_mean_fg"]},
                                  pred)
@@ -138,6 +147,8 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
             else:
                 since_best += 1
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row['val_dice_mean_fg']:.3f}")
+            if train_cfg.select_epoch == "last":
+                since_best = 0  # no early stopping without selection
         else:
             best = BestEpoch(-1.0, epoch, copy.deepcopy(model.state_dict()))
             bar.set_postfix(loss=f"{row['train_loss']:.3f}")
@@ -149,4 +160,5 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
             break
     bar.close()
     state = {k: v.detach().cpu().clone() for k, v in best.state.items()}
-    return TrainResult(state, pd.DataFrame(history), best.epoch, best.dice, time.perf_counter() - t0, best.val_pred)
+    return TrainResult(state, pd.DataFrame(history), best.epoch, best.dice, time.perf_counter() - t0, best.val_pred,
+                       steps)
