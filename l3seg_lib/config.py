@@ -163,6 +163,11 @@ class OptimizeConfig:
         }
     )
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    workers: int = 0
+    """Evaluate trials in parallel on this many Dask workers (a LocalCluster; batches of this size
+    proposed by the constant-liar strategy); 0 = one after another in this process."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (``tcp://host:8786``) for the trials instead."""
     include_baseline: bool = True
     """Make trial 0 the baseline setting (train.class_weights, data_ratio, lr) under the same
     budget, so the trace shows what the search gains over it."""

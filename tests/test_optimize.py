@@ -166,3 +166,21 @@ def test_last_epoch_selection_takes_no_validation_choice(tiny_processed):
 
     res = train_model(x[:4], y[:4], x[4:], y[4:], p.model, p.train, 0, torch.device("cpu"), progress=False)
     assert res.best_epoch == 3 and len(res.history) == 3  # the last epoch, and no early stop
+
+
+@pytest.mark.slow
+def test_parallel_search_on_two_workers_resumes_exactly(tmp_path):
+    """4 trials on a LocalCluster of 2 workers (constant liar, batches of 2); interrupted after
+    3 trials, the rerun ends exactly where an uninterrupted search does."""
+    p = _search_params(4, 1)
+    p.optimize.workers = 2
+    whole = run_search(p, cheap_objective, tmp_path / "whole", progress=False)
+    first = run_search(p, cheap_objective, tmp_path / "cut", progress=False, max_new_trials=3)
+    assert len(first.trials) == 3
+    resumed = run_search(p, cheap_objective, tmp_path / "cut", progress=False)
+    cols = ["trial", *p.optimize.bounds, "target", "kind"]
+    pd.testing.assert_frame_equal(whole.trials[cols], resumed.trials[cols])
+    log = [json.loads(line) for line in (tmp_path / "cut" / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["trial"] for r in log) == [0, 1, 2, 3]  # no trial evaluated twice
+    assert whole.trials["kind"].tolist()[:1] == ["baseline"] and set(whole.trials["batch"]) == {0, 1}
+    assert whole.trials[list(p.optimize.bounds)].drop_duplicates().shape[0] == 4  # the liar spreads the batch

@@ -118,12 +118,14 @@ def append_trial(path: str | Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def make_optimizer(params: Params) -> BayesianOptimization:
+def make_optimizer(params: Params, random_state: int | None = None) -> BayesianOptimization:
+    """A Gaussian-process optimiser over ``optimize.bounds`` (seeded by the params unless given)."""
     o = params.optimize
     acq = (acquisition.ExpectedImprovement(xi=0.01) if o.acquisition == "ei"
            else acquisition.UpperConfidenceBound(kappa=2.576))
     return BayesianOptimization(f=None, pbounds={k: tuple(v) for k, v in o.bounds.items()},
-                                acquisition_function=acq, random_state=params.seed, verbose=0,
+                                acquisition_function=acq,
+                                random_state=params.seed if random_state is None else random_state, verbose=0,
                                 allow_duplicate_points=True)
 
 
@@ -161,12 +163,22 @@ def run_search(params: Params, objective: Objective, out_dir: str | Path, progre
                max_new_trials: int | None = None) -> SearchResult:
     """Run (or resume) the search in ``out_dir``; writes ``trials.jsonl`` and ``best_params.yaml``.
 
-    ``max_new_trials`` stops after that many newly evaluated trials (to test resuming).
+    With ``optimize.workers`` or ``optimize.scheduler`` the trials run in parallel on Dask
+    (:func:`run_parallel_search`). ``max_new_trials`` stops after that many newly evaluated
+    trials (to test resuming).
     """
+    if params.optimize.workers > 1 or params.optimize.scheduler:
+        return run_parallel_search(params, objective, out_dir, progress, max_new_trials)
     out = Path(out_dir)
+    log, done = _check_signature(params, out)
+    return _serial_search(params, objective, out, log, done, progress, max_new_trials)
+
+
+def _check_signature(params: Params, out: Path, extra: dict[str, Any] | None = None) -> tuple[Path, list[dict]]:
+    """The trial log of ``out`` after checking it belongs to this search (``search.json``)."""
     out.mkdir(parents=True, exist_ok=True)
     log = out / TRIALS_FILE
-    signature = search_signature(params)
+    signature = {**search_signature(params), **(extra or {})}
     sig_path = out / "search.json"
     done = read_trials(log)
     if sig_path.is_file():
@@ -176,7 +188,11 @@ def run_search(params: Params, objective: Objective, out_dir: str | Path, progre
     elif done:
         raise ResumeError(f"{log}: trials exist but search.json is missing; cannot check they belong to this search")
     sig_path.write_text(json.dumps(signature, indent=2))
+    return log, done
 
+
+def _serial_search(params: Params, objective: Objective, out: Path, log: Path, done: list[dict], progress: bool,
+                   max_new_trials: int | None) -> SearchResult:
     opt = make_optimizer(params)
     o = params.optimize
     base = baseline_point(params) if o.include_baseline else None
@@ -212,6 +228,12 @@ def run_search(params: Params, objective: Objective, out_dir: str | Path, progre
         new += 1
         bar.set_postfix(dice=f"{rec['target']:.3f}", best=f"{max(r['target'] for r in done):.3f}")
     bar.close()
+    return _result(params, out, done)
+
+
+def _result(params: Params, out: Path, done: list[dict[str, Any]]) -> SearchResult:
+    """The search's result from its finished trials; writes ``best_params.yaml``."""
+    done = sorted(done, key=lambda r: r["trial"])
     trials = trials_frame(done)
     best = max(done, key=lambda r: r["target"]) if done else None
     best_params = apply_point(params, best["params"]) if best else params
@@ -220,6 +242,115 @@ def run_search(params: Params, objective: Objective, out_dir: str | Path, progre
         path = save_params(best_params, out / BEST_PARAMS_FILE)
     return SearchResult(trials, best["params"] if best else {}, best["target"] if best else float("nan"),
                         best_params, path)
+
+
+def _propose_batch(params: Params, history: list[dict[str, Any]], first: int, size: int, batch_index: int
+                   ) -> list[tuple[int, dict[str, float], str]]:
+    """``size`` trial points from ``first`` on, knowing the finished ``history``: the constant-liar
+    strategy (each proposed point is registered with the worst target seen so far, so the next
+    suggestion looks elsewhere). A fresh optimiser seeded from the batch makes it reproducible."""
+    o = params.optimize
+    opt = make_optimizer(params, params.seed + 7919 * batch_index)
+    for rec in history:
+        opt.register(rec["params"], rec["target"])
+    liar = min((r["target"] for r in history), default=0.0)
+    base = baseline_point(params) if o.include_baseline else None
+    first_random = 1 if base is not None else 0
+    points = []
+    for t in range(first, first + size):
+        if t == 0 and base is not None:
+            point, kind = dict(base), "baseline"
+        elif t < first_random + o.init_points or len(opt.space) == 0:
+            point, kind = opt.random_sample(1)[0], "random"
+        else:
+            point, kind = opt.suggest(), "bayes"
+        point = {k: float(v) for k, v in point.items()}
+        points.append((t, point, kind))
+        opt.register(point, liar)
+    return points
+
+
+def _evaluate(objective: Objective, params: Params, point: dict[str, float]) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    result = objective(params, point)
+    return result, time.perf_counter() - t0
+
+
+def run_parallel_search(params: Params, objective: Objective, out_dir: str | Path, progress: bool = True,
+                        max_new_trials: int | None = None) -> SearchResult:
+    """The search with trials in parallel on Dask workers (``optimize.workers`` on a LocalCluster,
+    or the cluster at ``optimize.scheduler``), in batches of the number of workers proposed by the
+    constant-liar strategy. Each trial is logged as it finishes; a rerun recomputes the batches
+    from the log (deterministically), checks the logged points and evaluates only what is
+    missing, so an interrupted search resumes exactly."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    o = params.optimize
+    out = Path(out_dir)
+    if o.scheduler:
+        client, cluster = Client(o.scheduler), None
+    else:
+        cluster = LocalCluster(n_workers=o.workers, threads_per_worker=1, processes=o.workers > 1 and _picklable(objective),
+                               dashboard_address=None)
+        client = Client(cluster)
+    size = max(1, len(client.scheduler_info()["workers"]) if o.scheduler else o.workers)
+    log, done_list = _check_signature(params, out, {"parallel_batch": size})
+    done = {r["trial"]: r for r in done_list}
+    new = 0
+    bar = tqdm(total=o.n_trials, initial=len(done), desc="optimise (dask)", unit="trial", disable=not progress,
+               mininterval=2.0)
+    try:
+        for b, first in enumerate(range(0, o.n_trials, size)):
+            history = [done[t] for t in range(first) if t in done]
+            if len(history) < first:
+                break  # an earlier batch is incomplete (stopped on purpose): stop here too
+            batch = _propose_batch(params, history, first, min(size, o.n_trials - first), b)
+            todo = []
+            for t, point, kind in batch:
+                if t in done:
+                    logged = done[t]["params"]
+                    if set(logged) != set(point) or not np.allclose([logged[k] for k in point], list(point.values()),
+                                                                    rtol=1e-9, atol=1e-12):
+                        raise ResumeError(f"{log}: trial {t} does not match the replayed suggestion; the log "
+                                          f"belongs to another search")
+                else:
+                    todo.append((t, point, kind))
+            if max_new_trials is not None:
+                todo = todo[: max(0, max_new_trials - new)]
+            futures = {client.submit(_evaluate, objective, params, point, pure=False): (t, point, kind)
+                       for t, point, kind in todo}
+            for future in as_completed(futures):
+                t, point, kind = futures[future]
+                result, seconds = future.result()
+                rec = {"trial": t, "params": point, "target": float(result["target"]),
+                       **{k: v for k, v in result.items() if k != "target"}, "kind": kind, "seconds": seconds,
+                       "batch": b}
+                append_trial(log, rec)
+                done[t] = rec
+                new += 1
+                bar.update(1)
+            if max_new_trials is not None and new >= max_new_trials:
+                break
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return _result(params, out, list(done.values()))
+
+
+def _picklable(objective: Objective) -> bool:
+    """Whether the objective can go to worker processes: l3seg's own objectives (their code is
+    importable there); others (e.g. defined in a notebook or a test) run in worker threads."""
+    if not str(getattr(objective, "__module__", "")).startswith("l3seg_lib"):
+        return False
+    try:
+        import cloudpickle
+
+        cloudpickle.dumps(objective)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: keep it in this process
+        return False
 
 
 def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
