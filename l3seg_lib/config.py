@@ -172,7 +172,9 @@ class OptimizeConfig:
     """Make trial 0 the baseline setting (train.class_weights, data_ratio, lr) under the same
     budget, so the trace shows what the search gains over it."""
     compare: bool = True
-    """Retrain baseline and optimised settings with the same seeds and compare on test patients."""
+    """Retrain baseline and optimised settings at equal compute and compare on test patients."""
+    compare_seeds: int = 3
+    """Seeds each setting is retrained with for the comparison (params.seed, +1, ...)."""
 
 
 @dataclass

@@ -184,3 +184,25 @@ def test_parallel_search_on_two_workers_resumes_exactly(tmp_path):
     assert sorted(r["trial"] for r in log) == [0, 1, 2, 3]  # no trial evaluated twice
     assert whole.trials["kind"].tolist()[:1] == ["baseline"] and set(whole.trials["batch"]) == {0, 1}
     assert whole.trials[list(p.optimize.bounds)].drop_duplicates().shape[0] == 4  # the liar spreads the batch
+
+
+def test_holm_and_paired_statistics():
+    from l3seg_lib.evaluation.compare import comparison_conclusion, holm, paired_statistics
+
+    assert np.allclose(holm(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in (1, 2):
+        for i in range(10):
+            rows.append({"patient_id": f"p{i}", "seed": seed, **{f"dice_{t}": rng.uniform(0.85, 0.9)
+                                                                  for t in ("muscle", "sat", "vat")}})
+    base = pd.DataFrame(rows)
+    base["dice_mean_fg"] = base[["dice_muscle", "dice_sat", "dice_vat"]].mean(axis=1)
+    better = base.copy()
+    better["dice_muscle"] += 0.02 + rng.normal(0, 0.002, len(better))
+    table = paired_statistics(base, better)
+    m = table.loc["muscle"]
+    assert m["95% CI low"] < m["difference"] < m["95% CI high"] and m["95% CI low"] > 0.015
+    assert m["holm p"] >= m["wilcoxon p"] and m["holm p"] < 0.05
+    text = comparison_conclusion(table, 2)
+    assert "muscle Dice +0.020" in text and "better" in text and "SAT Dice +0.000" in text and "no detectable" in text

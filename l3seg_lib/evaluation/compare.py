@@ -1,15 +1,20 @@
-"""Baseline against optimised: retrain the best setting exactly like the baseline and compare
-both on the same held-out test patients."""
+"""Baseline against optimised at equal compute, over several seeds, on the same held-out test
+patients, with per-patient paired differences, 95 % confidence intervals and Holm's correction."""
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from l3seg_lib.config import Params
 from l3seg_lib.evaluation.evaluate import evaluate_cases, paired_comparison
+from l3seg_lib.evaluation.metrics import TISSUES
 from l3seg_lib.training.crossval import CVResult, cross_validate
 from l3seg_lib.training.splits import subset
 
@@ -17,31 +22,103 @@ from l3seg_lib.training.splits import subset
 @dataclass
 class Comparison:
     optimised_cv: CVResult
+    """Cross-validation of the optimised setting with the first seed (its ensemble is the run's
+    optimised model)."""
     baseline_eval: pd.DataFrame
-    """Per test slice: Dice, areas and composition of the baseline model."""
+    """Per test slice and seed: Dice, areas and composition of the baseline models."""
     optimised_eval: pd.DataFrame
     table: pd.DataFrame
-    """Per tissue: per-patient Dice of both, the difference and the Wilcoxon test."""
+    """Per tissue: per-patient Dice of both (mean over seeds), the paired difference with its 95 %
+    confidence interval, the Wilcoxon test and its Holm-adjusted p."""
+    seeds: list[int]
+    steps_per_epoch: int
+    conclusion: str
+
+
+def equal_steps_per_epoch(manifest: pd.DataFrame, split: pd.DataFrame, params: Params) -> int:
+    """Optimizer steps per epoch of the baseline's natural epoch (originals and augmented copies
+    of a fold's training slices): the compute both settings get."""
+    dev = subset(manifest, split, "dev")
+    n = len(dev) * (params.split.n_folds - 1) / params.split.n_folds
+    return max(1, int(math.ceil(n * (1.0 + params.train.data_ratio) / params.train.batch_size)))
 
 
 def retrain_and_compare(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.DataFrame, params: Params,
-                        best_params: Params, baseline_model: str | Path, out_dir: str | Path,
-                        progress: bool = True) -> Comparison:
-    """Cross-validate ``best_params`` with the baseline's folds and seeds (ensemble written to
-    ``out_dir/optimised/model.onnx``), then evaluate both ensembles on the test patients.
+                        best_params: Params, out_dir: str | Path, progress: bool = True) -> Comparison:
+    """Retrain the baseline and the optimised setting at equal compute (the same optimizer steps
+    per epoch, :func:`equal_steps_per_epoch`) with ``optimize.compare_seeds`` seeds each, and
+    compare them on the same held-out test patients (:func:`paired_statistics`).
 
-    Writes ``test_baseline.csv``, ``test_optimised.csv`` and ``comparison.csv`` into ``out_dir``.
+    The first seed's optimised ensemble is written to ``out_dir/optimised/model.onnx``. Writes
+    ``test_baseline.csv``, ``test_optimised.csv`` (with a ``seed`` column) and ``comparison.csv``.
     """
     out = Path(out_dir)
-    opt_cv = cross_validate(processed_dir, manifest, split, best_params, out_dir=out / "optimised",
-                            label="optimised", progress=progress)
+    steps = equal_steps_per_epoch(manifest, split, params)
+    seeds = [params.seed + k for k in range(max(1, params.optimize.compare_seeds))]
     test_rows = subset(manifest, split, "test")
-    base_eval, _, _ = evaluate_cases(baseline_model, processed_dir, test_rows, params.composition,
-                                     device=params.device, progress=progress)
-    opt_eval, _, _ = evaluate_cases(opt_cv.model_path, processed_dir, test_rows, params.composition,
-                                    device=params.device, progress=progress)
+    evals: dict[str, list[pd.DataFrame]] = {"baseline": [], "optimised": []}
+    first_opt = None
+    for k, seed in enumerate(seeds):
+        for name, setting in (("baseline", params), ("optimised", best_params)):
+            p = copy.deepcopy(setting)
+            p.seed, p.train.steps_per_epoch = seed, steps
+            folder = out / name if (k == 0 and name == "optimised") else out / f"seed{seed}" / name
+            cv = cross_validate(processed_dir, manifest, split, p, out_dir=folder, label=f"{name} seed {seed}",
+                                progress=progress)
+            if k == 0 and name == "optimised":
+                first_opt = cv
+            df, _, _ = evaluate_cases(cv.model_path, processed_dir, test_rows, params.composition,
+                                      device=params.device, progress=False)
+            evals[name].append(df.assign(seed=seed))
+    base_eval, opt_eval = pd.concat(evals["baseline"]), pd.concat(evals["optimised"])
     base_eval.to_csv(out / "test_baseline.csv", index=False)
     opt_eval.to_csv(out / "test_optimised.csv", index=False)
-    table = paired_comparison(base_eval, opt_eval)
+    table = paired_statistics(base_eval, opt_eval)
     table.to_csv(out / "comparison.csv")
-    return Comparison(opt_cv, base_eval, opt_eval, table)
+    return Comparison(first_opt, base_eval, opt_eval, table, seeds, steps, comparison_conclusion(table, len(seeds)))
+
+
+def paired_statistics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per tissue, over patients: mean per-patient Dice of ``a`` and ``b`` (each averaged over its
+    slices and seeds), the mean paired difference (b - a) with its 95 % confidence interval
+    (t distribution), the Wilcoxon signed-rank p, and Holm's adjustment of the three tissue
+    p-values (muscle, SAT, VAT)."""
+    table = paired_comparison(a, b)
+    cols = [f"dice_{t}" for t in (*TISSUES, "mean_fg")]
+    diff = b.groupby("patient_id")[cols].mean() - a.groupby("patient_id")[cols].mean()
+    lows, highs = [], []
+    for t in table.index:
+        d = diff[f"dice_{t}"].dropna().to_numpy()
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) >= 2 else np.nan
+        lows.append(d.mean() - half)
+        highs.append(d.mean() + half)
+    table["95% CI low"], table["95% CI high"] = lows, highs
+    tissues = [t for t in TISSUES if t in table.index]
+    table["holm p"] = np.nan
+    table.loc[tissues, "holm p"] = holm(table.loc[tissues, "wilcoxon p"].to_numpy())
+    return table
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of p-values (controls the family-wise error rate)."""
+    p = np.asarray(p, dtype=float)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(np.argsort(p)):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def comparison_conclusion(table: pd.DataFrame, n_seeds: int) -> str:
+    """The comparison in plain words, whatever it shows."""
+    parts = []
+    for t, name in (("muscle", "muscle"), ("sat", "SAT"), ("vat", "VAT")):
+        r = table.loc[t]
+        verdict = (("better" if r["difference"] > 0 else "worse") if r["holm p"] < 0.05
+                   else "no detectable difference")
+        parts.append(f"{name} Dice {r['difference']:+.3f} (95 % CI {r['95% CI low']:+.3f} to {r['95% CI high']:+.3f}, "
+                     f"Holm-adjusted p {r['holm p']:.2g}): {verdict}")
+    n = int(table.loc["muscle", "patients"])
+    return (f"At equal compute, over {n_seeds} seed(s) and {n} held-out test patients, the optimised setting "
+            f"against the baseline: " + "; ".join(parts) + ".")
