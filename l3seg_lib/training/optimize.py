@@ -200,19 +200,10 @@ def _serial_search(params: Params, objective: Objective, out: Path, log: Path, d
     new = 0
     bar = tqdm(range(o.n_trials), desc="optimise", unit="trial", disable=not progress, mininterval=2.0)
     for t in bar:
-        if t == 0 and base is not None:
-            point, kind = dict(base), "baseline"
-        elif t < first_random + o.init_points or len(opt.space) == 0:
-            point, kind = opt.random_sample(1)[0], "random"
-        else:
-            point, kind = opt.suggest(), "bayes"
-        point = {k: float(v) for k, v in point.items()}
+        point, kind = _next_point(opt, t, base, first_random + o.init_points)
         if t < len(done):
             rec = done[t]
-            if set(rec["params"]) != set(point) or not np.allclose([rec["params"][k] for k in point],
-                                                                    list(point.values()), rtol=1e-9, atol=1e-12):
-                raise ResumeError(f"{log}: trial {t} does not match the replayed suggestion; the log belongs "
-                                  f"to another search")
+            _check_logged(rec["params"], point, t, log)
             opt.register(rec["params"], rec["target"])
             continue
         if max_new_trials is not None and new >= max_new_trials:
@@ -244,6 +235,27 @@ def _result(params: Params, out: Path, done: list[dict[str, Any]]) -> SearchResu
                         best_params, path)
 
 
+def _next_point(opt: BayesianOptimization, t: int, base: dict[str, float] | None, n_random: int
+                ) -> tuple[dict[str, float], str]:
+    """Trial ``t``'s point: the baseline first (when it is a trial), random points up to
+    ``n_random``, then the optimiser's suggestion."""
+    if t == 0 and base is not None:
+        point, kind = dict(base), "baseline"
+    elif t < n_random or len(opt.space) == 0:
+        point, kind = opt.random_sample(1)[0], "random"
+    else:
+        point, kind = opt.suggest(), "bayes"
+    return {k: float(v) for k, v in point.items()}, kind
+
+
+def _check_logged(logged: dict[str, float], point: dict[str, float], t: int, log: Path) -> None:
+    """A logged trial must be the point the replay proposes (else the log is another search's)."""
+    if set(logged) != set(point) or not np.allclose([logged[k] for k in point], list(point.values()),
+                                                    rtol=1e-9, atol=1e-12):
+        raise ResumeError(f"{log}: trial {t} does not match the replayed suggestion; the log belongs to "
+                          f"another search")
+
+
 def _propose_batch(params: Params, history: list[dict[str, Any]], first: int, size: int, batch_index: int
                    ) -> list[tuple[int, dict[str, float], str]]:
     """``size`` trial points from ``first`` on, knowing the finished ``history``: the constant-liar
@@ -258,13 +270,7 @@ def _propose_batch(params: Params, history: list[dict[str, Any]], first: int, si
     first_random = 1 if base is not None else 0
     points = []
     for t in range(first, first + size):
-        if t == 0 and base is not None:
-            point, kind = dict(base), "baseline"
-        elif t < first_random + o.init_points or len(opt.space) == 0:
-            point, kind = opt.random_sample(1)[0], "random"
-        else:
-            point, kind = opt.suggest(), "bayes"
-        point = {k: float(v) for k, v in point.items()}
+        point, kind = _next_point(opt, t, base, first_random + o.init_points)
         points.append((t, point, kind))
         opt.register(point, liar)
     return points
@@ -308,11 +314,7 @@ def run_parallel_search(params: Params, objective: Objective, out_dir: str | Pat
             todo = []
             for t, point, kind in batch:
                 if t in done:
-                    logged = done[t]["params"]
-                    if set(logged) != set(point) or not np.allclose([logged[k] for k in point], list(point.values()),
-                                                                    rtol=1e-9, atol=1e-12):
-                        raise ResumeError(f"{log}: trial {t} does not match the replayed suggestion; the log "
-                                          f"belongs to another search")
+                    _check_logged(done[t]["params"], point, t, log)
                 else:
                     todo.append((t, point, kind))
             if max_new_trials is not None:
