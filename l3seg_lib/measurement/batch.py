@@ -101,18 +101,30 @@ class MeasureOptions:
     """Address of an existing Dask scheduler (``tcp://host:8786``) to measure on instead."""
 
 
+def called(fn: Callable, *args: Any) -> Future:
+    """``fn(*args)`` computed now, as a finished Future: its result, or the exception it raised
+    (handed to the consumer, like a thread's exception)."""
+    f: Future = Future()
+    try:
+        f.set_result(fn(*args))
+    except BaseException as exc:
+        f.set_exception(exc)
+    return f
+
+
+def read_input(inp: ManifestEntry, options: MeasureOptions) -> CTVolume:
+    """The CT of one input (PNG with the spacing and window it was listed with; HU checked
+    unless ``options.check_hu`` is false)."""
+    return read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs())
+
+
 def prefetch(fn: Callable, items: Sequence, threads: int) -> Iterator[Future]:
     """Futures of ``fn(item)`` in order, computed ``threads`` at a time ahead of the consumer
     (bounded, so a long batch is never read into memory at once); ``threads=0`` computes each
     when it is asked for."""
     if threads <= 0:
         for item in items:
-            f: Future = Future()
-            try:
-                f.set_result(fn(item))
-            except BaseException as exc:  # handed to the consumer, like a thread's exception
-                f.set_exception(exc)
-            yield f
+            yield called(fn, item)
         return
     with ThreadPoolExecutor(threads, thread_name_prefix="l3seg-read") as pool:
         pending: deque[Future] = deque()
@@ -304,9 +316,6 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
         todo = todo[: opt.max_inputs]
     ctx = _Context(opt, predictor, out)
 
-    def read(inp: ManifestEntry) -> CTVolume:
-        return read_image(inp.image, check_hu=opt.check_hu and not inp.is_png, **inp.png_kwargs())
-
     results: dict[str, InputResult] = dict(done)
 
     def record(res: InputResult) -> None:
@@ -319,7 +328,7 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
         run_on_dask(todo, predictor.path, opt, out, record, opt.progress)
         todo = []
     try:
-        loaded = prefetch(read, todo, opt.read_threads)
+        loaded = prefetch(lambda inp: read_input(inp, opt), todo, opt.read_threads)
         for inp, future in tqdm(zip(todo, loaded), total=len(todo), desc="measure", unit="input",
                                 disable=not opt.progress, mininterval=2.0):
             record(measure_input(inp, future, ctx))

@@ -11,8 +11,9 @@ machine, or a shared file system). The numbers equal those of a serial run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
+
+from l3seg_lib.dask_client import dask_client
 
 _PREDICTORS: dict[tuple, object] = {}
 """One Predictor per worker process and model (kept between tasks)."""
@@ -29,40 +30,24 @@ def _predictor(model: str, device: str, postprocess: bool):
 
 def measure_one(inp, model: str, options, out: str):
     """Measure one input on a worker (reading included)."""
-    from l3seg_lib.imageio.reader import read_image
-    from l3seg_lib.measurement.batch import _Context, measure_input
+    from l3seg_lib.measurement.batch import _Context, called, measure_input, read_input
 
     predictor = _predictor(model, options.device, options.postprocess)
     ctx = _Context(options, predictor, Path(out))
-    future: Future = Future()
     try:
-        future.set_result(read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs()))
-    except BaseException as exc:  # handed to measure_input, which records it
-        future.set_exception(exc)
-    try:
-        return measure_input(inp, future, ctx)
+        return measure_input(inp, called(read_input, inp, options), ctx)  # a read error is recorded there
     finally:
         ctx.close()
 
 
 def run_on_dask(todo: list, model: Path, options, out: Path, record: Callable, progress: bool) -> None:
     """Measure ``todo`` on Dask workers; ``record(result)`` is called as each input finishes."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
     from tqdm import tqdm
 
-    if options.scheduler:
-        client, cluster = Client(options.scheduler), None
-    else:
-        cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-    try:
+    with dask_client(options.workers, options.scheduler) as client:
         futures = client.map(measure_one, todo, model=str(model), options=options, out=str(out), pure=False)
         for future in tqdm(as_completed(futures), total=len(futures), desc="measure (dask)", unit="input",
                            disable=not progress, mininterval=2.0):
             record(future.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 

@@ -34,6 +34,7 @@ from bayes_opt import BayesianOptimization, acquisition
 from tqdm import tqdm
 
 from l3seg_lib.config import Params, save_params
+from l3seg_lib.dask_client import dask_client
 from l3seg_lib.evaluation.metrics import TISSUES
 
 TRIALS_FILE = "trials.jsonl"
@@ -194,13 +195,11 @@ def _check_signature(params: Params, out: Path, extra: dict[str, Any] | None = N
 def _serial_search(params: Params, objective: Objective, out: Path, log: Path, done: list[dict], progress: bool,
                    max_new_trials: int | None) -> SearchResult:
     opt = make_optimizer(params)
-    o = params.optimize
-    base = baseline_point(params) if o.include_baseline else None
-    first_random = 1 if base is not None else 0
+    base, n_random = _opening(params)
     new = 0
-    bar = tqdm(range(o.n_trials), desc="optimise", unit="trial", disable=not progress, mininterval=2.0)
+    bar = tqdm(range(params.optimize.n_trials), desc="optimise", unit="trial", disable=not progress, mininterval=2.0)
     for t in bar:
-        point, kind = _next_point(opt, t, base, first_random + o.init_points)
+        point, kind = _next_point(opt, t, base, n_random)
         if t < len(done):
             rec = done[t]
             _check_logged(rec["params"], point, t, log)
@@ -208,11 +207,7 @@ def _serial_search(params: Params, objective: Objective, out: Path, log: Path, d
             continue
         if max_new_trials is not None and new >= max_new_trials:
             break
-        t0 = time.perf_counter()
-        result = objective(params, point)
-        rec = {"trial": t, "params": point, "target": float(result["target"]),
-               **{k: v for k, v in result.items() if k != "target"},
-               "kind": kind, "seconds": time.perf_counter() - t0}
+        rec = _trial_record(t, point, kind, *_evaluate(objective, params, point))
         append_trial(log, rec)
         done.append(rec)
         opt.register(point, rec["target"])
@@ -233,6 +228,21 @@ def _result(params: Params, out: Path, done: list[dict[str, Any]]) -> SearchResu
         path = save_params(best_params, out / BEST_PARAMS_FILE)
     return SearchResult(trials, best["params"] if best else {}, best["target"] if best else float("nan"),
                         best_params, path)
+
+
+def _opening(params: Params) -> tuple[dict[str, float] | None, int]:
+    """The baseline point (when it is a trial) and how many trials come before the optimiser's
+    suggestions (the baseline plus ``optimize.init_points`` random points)."""
+    base = baseline_point(params) if params.optimize.include_baseline else None
+    return base, (1 if base is not None else 0) + params.optimize.init_points
+
+
+def _trial_record(t: int, point: dict[str, float], kind: str, result: dict[str, Any], seconds: float,
+                  **extra: Any) -> dict[str, Any]:
+    """One line of ``trials.jsonl``: the trial's point, its target, what the objective logged and
+    its wall time (s)."""
+    return {"trial": t, "params": point, "target": float(result["target"]),
+            **{k: v for k, v in result.items() if k != "target"}, "kind": kind, "seconds": seconds, **extra}
 
 
 def _next_point(opt: BayesianOptimization, t: int, base: dict[str, float] | None, n_random: int
@@ -261,16 +271,14 @@ def _propose_batch(params: Params, history: list[dict[str, Any]], first: int, si
     """``size`` trial points from ``first`` on, knowing the finished ``history``: the constant-liar
     strategy (each proposed point is registered with the worst target seen so far, so the next
     suggestion looks elsewhere). A fresh optimiser seeded from the batch makes it reproducible."""
-    o = params.optimize
     opt = make_optimizer(params, params.seed + 7919 * batch_index)
     for rec in history:
         opt.register(rec["params"], rec["target"])
     liar = min((r["target"] for r in history), default=0.0)
-    base = baseline_point(params) if o.include_baseline else None
-    first_random = 1 if base is not None else 0
+    base, n_random = _opening(params)
     points = []
     for t in range(first, first + size):
-        point, kind = _next_point(opt, t, base, first_random + o.init_points)
+        point, kind = _next_point(opt, t, base, n_random)
         points.append((t, point, kind))
         opt.register(point, liar)
     return points
@@ -289,17 +297,19 @@ def run_parallel_search(params: Params, objective: Objective, out_dir: str | Pat
     constant-liar strategy. Each trial is logged as it finishes; a rerun recomputes the batches
     from the log (deterministically), checks the logged points and evaluates only what is
     missing, so an interrupted search resumes exactly."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    o = params.optimize
+    with dask_client(o.workers, o.scheduler, processes=o.workers > 1 and _picklable(objective)) as client:
+        size = max(1, len(client.scheduler_info()["workers"]) if o.scheduler else o.workers)
+        done = _parallel_trials(params, objective, Path(out_dir), client, size, progress, max_new_trials)
+    return _result(params, Path(out_dir), list(done.values()))
+
+
+def _parallel_trials(params: Params, objective: Objective, out: Path, client: Any, size: int, progress: bool,
+                     max_new_trials: int | None) -> dict[int, dict[str, Any]]:
+    """The trials of :func:`run_parallel_search` by number, logged and resumed batch by batch."""
+    from dask.distributed import as_completed
 
     o = params.optimize
-    out = Path(out_dir)
-    if o.scheduler:
-        client, cluster = Client(o.scheduler), None
-    else:
-        cluster = LocalCluster(n_workers=o.workers, threads_per_worker=1, processes=o.workers > 1 and _picklable(objective),
-                               dashboard_address=None)
-        client = Client(cluster)
-    size = max(1, len(client.scheduler_info()["workers"]) if o.scheduler else o.workers)
     log, done_list = _check_signature(params, out, {"parallel_batch": size})
     done = {r["trial"]: r for r in done_list}
     new = 0
@@ -323,10 +333,7 @@ def run_parallel_search(params: Params, objective: Objective, out_dir: str | Pat
                        for t, point, kind in todo}
             for future in as_completed(futures):
                 t, point, kind = futures[future]
-                result, seconds = future.result()
-                rec = {"trial": t, "params": point, "target": float(result["target"]),
-                       **{k: v for k, v in result.items() if k != "target"}, "kind": kind, "seconds": seconds,
-                       "batch": b}
+                rec = _trial_record(t, point, kind, *future.result(), batch=b)
                 append_trial(log, rec)
                 done[t] = rec
                 new += 1
@@ -335,10 +342,7 @@ def run_parallel_search(params: Params, objective: Objective, out_dir: str | Pat
                 break
     finally:
         bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return _result(params, out, list(done.values()))
+    return done
 
 
 def _picklable(objective: Objective) -> bool:
@@ -359,7 +363,7 @@ def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Trials as a table: one column per search parameter, the objective and best-so-far."""
     if not records:
         return pd.DataFrame()
-    df = pd.DataFrame([{**{"trial": r["trial"]}, **r["params"], **{k: v for k, v in r.items() if k not in ("params", "trial")}}
+    df = pd.DataFrame([{"trial": r["trial"], **r["params"], **{k: v for k, v in r.items() if k not in ("params", "trial")}}
                        for r in records])
     if "log10_lr" in df.columns:
         df["lr"] = 10.0 ** df["log10_lr"]
