@@ -206,3 +206,35 @@ def test_holm_and_paired_statistics():
     assert m["holm p"] >= m["wilcoxon p"] and m["holm p"] < 0.05
     text = comparison_conclusion(table, 2)
     assert "muscle Dice +0.020" in text and "better" in text and "SAT Dice +0.000" in text and "no detectable" in text
+
+
+def test_rank_agreement_of_two_scorings():
+    from l3seg_lib.training.scale_check import rank_agreement
+
+    a = pd.DataFrame({"target": [0.1, 0.5, 0.3, 0.9], "dice_muscle": [1, 2, 3, 4.0]})
+    same = rank_agreement(a, a * 2 + 1, ("target", "dice_muscle"))
+    assert np.allclose(same["spearman rho"], 1.0) and (same["a's best ranks under b"] == 1).all()
+    flipped = rank_agreement(a, -a, ("target", "dice_muscle"))
+    assert np.allclose(flipped["kendall tau"], -1.0) and (flipped["a's best ranks under b"] == 4).all()
+    with pytest.raises(ValueError, match="same ones"):
+        rank_agreement(a, a.iloc[:3], ("target",))
+
+
+def test_rescore_continues_after_the_logged_settings(tmp_path):
+    from l3seg_lib.training.scale_check import rescore
+
+    p = _search_params()
+    points = [{"w_muscle": w, "w_sat": 1.0, "data_ratio": 1.0, "log10_lr": -2.5} for w in (0.5, 1.0, 2.0)]
+    calls = []
+
+    def objective(params, point):
+        calls.append(point["w_muscle"])
+        return {"target": point["w_muscle"] / 10, "dice_muscle": 0.9, "dice_sat": 0.8, "dice_vat": 0.7}
+
+    log = tmp_path / "scores.jsonl"
+    rescore(p, objective, points[:2], log, progress=False)
+    table = rescore(p, objective, points, log, progress=False)
+    assert calls == [0.5, 1.0, 2.0]  # nothing scored twice
+    assert table["target"].tolist() == [0.05, 0.1, 0.2] and table["setting"].tolist() == [0, 1, 2]
+    with pytest.raises(ResumeError, match="does not match"):
+        rescore(p, objective, points[::-1], log, progress=False)
