@@ -51,10 +51,12 @@ def main() -> None:
     p_full.optimize.budget.image_size = args.full_size
     full = rescore(p_full, objective, points, out / "full_scale.jsonl", desc=f"{args.full_size} px")
 
-    table = pd.concat({f"{p.optimize.budget.image_size} px seed {p.seed} vs seed {args.other_seed}":
-                       rank_agreement(budget, other_seed),
-                       f"{p.optimize.budget.image_size} px vs {args.full_size} px (seed {p.seed})":
-                       rank_agreement(budget, full)})
+    size, top = p.optimize.budget.image_size, max(3, len(points) // 2)
+    table = pd.concat({f"{size} px seed {p.seed} vs seed {args.other_seed}, all": rank_agreement(budget, other_seed),
+                       f"{size} px vs {args.full_size} px, all": rank_agreement(budget, full),
+                       f"{size} px seed {p.seed} vs seed {args.other_seed}, best {top}":
+                       rank_agreement(budget, other_seed, top=top),
+                       f"{size} px vs {args.full_size} px, best {top}": rank_agreement(budget, full, top=top)})
     scores = budget.merge(other_seed, on="setting", suffixes=("", f"_seed{args.other_seed}")).merge(
         full, on="setting", suffixes=("", f"_{args.full_size}px"))
     scores.insert(1, "kind", [r["kind"] for r in trials])

@@ -25,6 +25,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/equal_compute"))
     ap.add_argument("--folds", type=int, default=5, help="folds trained per retraining (5 = all)")
+    ap.add_argument("--budget-size", type=int, default=None,
+                    help="image size (px) of the search's trials (default: optimize.budget.image_size, 128)")
+    ap.add_argument("--processed", type=Path, default=None,
+                    help="the processed built-in data of an earlier run of this script (not generated again)")
     args = ap.parse_args()
     from l3seg_lib import phantom
     from l3seg_lib.data.cases import iter_manifest
@@ -35,25 +39,28 @@ def main() -> None:
 
     p = Params(name="equal_compute")
     p.train.folds_to_run = list(range(args.folds))
+    if args.budget_size:
+        p.optimize.budget.image_size = args.budget_size
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     save_params(p, out / "params.yaml")
     ph = p.data.phantom
-    if not (out / "processed" / "manifest.csv").is_file():
+    processed = args.processed or out / "processed"
+    if not (processed / "manifest.csv").is_file():
         phantom.generate(out / "raw", ph.n_patients, ph.seed, ph.matrix, tuple(ph.slices_per_patient), True, ph.realism)
-        export_processed(iter_manifest(read_manifest(out / "raw" / "manifest.csv"), p.data), out / "processed",
+        export_processed(iter_manifest(read_manifest(out / "raw" / "manifest.csv"), p.data), processed,
                          p.preprocess, read_clinical(out / "raw" / "clinical.csv"))
-    manifest = read_processed_manifest(out / "processed")
+    manifest = read_processed_manifest(processed)
     split = make_splits(manifest, p.split, p.seed)
-    search = run_search(p, cv_objective(out / "processed", manifest, split), out / "optimize")
+    search = run_search(p, cv_objective(processed, manifest, split), out / "optimize")
     print(search.trials[["trial", "kind", *p.optimize.bounds, "target", "optimizer_steps", "seconds"]].round(3)
           .to_string(index=False), flush=True)
-    comp = retrain_and_compare(out / "processed", manifest, split, p, search.best_params, out / "compare")
+    comp = retrain_and_compare(processed, manifest, split, p, search.best_params, out / "compare")
     print(comp.table.round(4).to_string())
     print(comp.conclusion)
     (out / "summary.json").write_text(json.dumps({"best": search.best_point, "best_target": search.best_target,
                                                   "seeds": comp.seeds, "steps_per_epoch": comp.steps_per_epoch,
-                                                  "folds": args.folds, "conclusion": comp.conclusion,
+                                                  "folds": args.folds, "budget_image_size": p.optimize.budget.image_size, "conclusion": comp.conclusion,
                                                   "table": comp.table.round(4).to_dict(orient="index")}, indent=2))
 
 

@@ -73,7 +73,10 @@ def l3_slices(data_dir: str | Path, margin: int = 0) -> tuple[CTVolume, int, lis
     return volume, middle, indices
 
 
-def _evaluate(predictor: Predictor, volume: CTVolume, labels: np.ndarray, indices: list[int]) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+def evaluate_slices(predictor: Predictor, volume: CTVolume, labels: np.ndarray, indices: list[int]
+                    ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """Per-slice Dice, IoU and areas (cm2) of ``predictor`` on the labelled slices ``indices``,
+    and its label maps by slice."""
     spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
     preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
     rows, out = [], {}
@@ -100,16 +103,16 @@ def run_realct(data_dir: str | Path, model: str | Path, out_dir: str | Path, fin
     # 1. transfer as is: the ensemble, and its first member (the starting point of fine-tuning)
     ensemble = Predictor(export_onnx(ckpt["state_dicts"], params_of_checkpoint(ckpt), ckpt["image_size"],
                                      out / "ensemble.onnx", "ensemble"), device)
-    before, pred_before = _evaluate(ensemble, volume, labels, all_idx)
+    before, pred_before = evaluate_slices(ensemble, volume, labels, all_idx)
     member0_path = export_onnx([ckpt["state_dicts"][0]], params_of_checkpoint(ckpt), ckpt["image_size"], out / "member0.onnx", "member 0")
-    before_m0, _ = _evaluate(Predictor(member0_path, device), volume, labels, all_idx)
+    before_m0, _ = evaluate_slices(Predictor(member0_path, device), volume, labels, all_idx)
 
     # 2. fine-tuning on contiguous blocks: each slice scored by a model that did not train on it
     after_parts, pred_after = [], {}
     for k, (train_idx, test_idx) in enumerate(block_folds(volume.n_slices, n_blocks, buffer)):
         state = finetune(ckpt, volume, labels, train_idx, finetune_epochs, seed + k, dev)
         path = export_onnx([state], params_of_checkpoint(ckpt), ckpt["image_size"], out / f"finetuned_block{k}.onnx", f"fine-tuned block {k}")
-        df, preds = _evaluate(Predictor(path, device), volume, labels, test_idx)
+        df, preds = evaluate_slices(Predictor(path, device), volume, labels, test_idx)
         after_parts.append(df.assign(block=k, train_slices=len(train_idx)))
         pred_after.update(preds)
     after = pd.concat(after_parts, ignore_index=True).sort_values("slice_index")

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from l3seg_lib.evaluation.metrics import TISSUES, slice_metrics
-from l3seg_lib.imageio.labels import combine_binary_masks, read_label_file
+from realct_check import evaluate_slices, load_tissue_crop  # experiments/, beside this script
+
+from l3seg_lib.evaluation.metrics import TISSUES
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.inference.predictor import Predictor
 
@@ -31,7 +32,6 @@ STEPS = {
     "2 + physical scale (1.5 mm pixels)": {"pixel_mm": 1.5, "realism": False},
     "3 + new training data (realism)": {"pixel_mm": 1.5, "realism": True},
 }
-TISSUE_FILES = {"muscle": "skeletal_muscle.nii.gz", "sat": "subcutaneous_fat.nii.gz", "vat": "torso_fat.nii.gz"}
 
 
 def train(out: Path) -> None:
@@ -51,17 +51,12 @@ def train(out: Path) -> None:
 
 
 def real_slices(real: Path):
-    volume = read_nifti(real / "example_ct_sm.nii.gz")
-    paths = {k: real / "tissue_types" / f for k, f in TISSUE_FILES.items()}
-    labels = combine_binary_masks({k: read_label_file(p) for k, p in paths.items()}, {k: str(p) for k, p in paths.items()})
-    return volume, labels
+    return load_tissue_crop(real)
 
 
 def evaluate_model(model: Path, volume, labels, postprocess: bool) -> pd.DataFrame:
-    predictor = Predictor(model, "cpu", postprocess=postprocess)
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
-    preds = predictor.predict_many([volume.hu[i] for i in range(volume.n_slices)], [spacing] * volume.n_slices)
-    return pd.DataFrame([slice_metrics(p.labels, labels[i], spacing) for i, p in enumerate(preds)])
+    return evaluate_slices(Predictor(model, "cpu", postprocess=postprocess), volume, labels,
+                           list(range(volume.n_slices)))[0]
 
 
 def evaluate(out: Path, real: Path) -> pd.DataFrame:

@@ -238,3 +238,13 @@ def test_rescore_continues_after_the_logged_settings(tmp_path):
     assert table["target"].tolist() == [0.05, 0.1, 0.2] and table["setting"].tolist() == [0, 1, 2]
     with pytest.raises(ResumeError, match="does not match"):
         rescore(p, objective, points[::-1], log, progress=False)
+
+
+def test_rank_agreement_among_the_best_settings_only():
+    from l3seg_lib.training.scale_check import rank_agreement
+
+    a = pd.DataFrame({"target": [0.1, 0.2, 0.8, 0.9, 0.7]})
+    b = pd.DataFrame({"target": [0.1, 0.2, 0.9, 0.7, 0.8]})  # the bad two agree, the best three do not
+    assert rank_agreement(a, b, ("target",))["spearman rho"].iloc[0] > 0.5
+    top = rank_agreement(a, b, ("target",), top=3).iloc[0]
+    assert top["settings"] == 3 and top["spearman rho"] == pytest.approx(-0.5) and top["a's best ranks under b"] == 3

@@ -43,12 +43,18 @@ def rescore(params: Params, objective: Objective, points: list[dict[str, float]]
                          for r in done[: len(points)]])
 
 
-def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, columns: tuple[str, ...] = SCORES) -> pd.DataFrame:
+def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, columns: tuple[str, ...] = SCORES,
+                   top: int | None = None) -> pd.DataFrame:
     """Rank agreement of two scorings of the same settings (rows in the same order), per score
     column: Spearman's rho and Kendall's tau with their p-values, and the rank (1 = best) under
-    ``b`` of the setting that ``a`` scores best."""
+    ``b`` of the setting that ``a`` scores best. With ``top``, only the ``top`` settings that ``a``
+    scores best on the objective (``target``) count: the ones a search actually chooses between,
+    where clearly bad settings cannot inflate the agreement."""
     if len(a) != len(b):
         raise ValueError(f"the two scorings cover {len(a)} and {len(b)} settings; they must cover the same ones")
+    if top is not None:
+        keep = np.argsort(-a["target"].to_numpy(float), kind="stable")[:top]
+        a, b = a.iloc[keep], b.iloc[keep]
     rows: dict[str, dict[str, Any]] = {}
     for c in columns:
         x, y = a[c].to_numpy(float), b[c].to_numpy(float)
