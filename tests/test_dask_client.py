@@ -46,3 +46,14 @@ def test_no_gpus_leaves_workers_unpinned(monkeypatch):
     with dask_client(2, gpus=[]) as client:
         seen = client.run(_cuda_visible_devices)
     assert len(seen) == 2 and set(seen.values()) == {None}
+
+
+def test_a_trial_on_a_pinned_worker_names_its_gpu(monkeypatch):
+    from l3seg_lib.config import Params
+    from l3seg_lib.training.optimize import _evaluate
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    result, seconds = _evaluate(lambda params, point: {"target": 0.5}, Params(), {})
+    assert result == {"target": 0.5, "gpu": "3"} and seconds >= 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _evaluate(lambda params, point: {"target": 0.5}, Params(), {})[0] == {"target": 0.5}

@@ -285,9 +285,12 @@ def _propose_batch(params: Params, history: list[dict[str, Any]], first: int, si
 
 
 def _evaluate(objective: Objective, params: Params, point: dict[str, float]) -> tuple[dict[str, Any], float]:
+    """The objective's result at ``point`` and its wall time (s); on a worker pinned to a GPU
+    (``CUDA_VISIBLE_DEVICES``) the result also names that GPU (``gpu``)."""
     t0 = time.perf_counter()
     result = objective(params, point)
-    return result, time.perf_counter() - t0
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return ({**result, "gpu": gpu} if gpu else result), time.perf_counter() - t0
 
 
 def run_parallel_search(params: Params, objective: Objective, out_dir: str | Path, progress: bool = True,
