@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from l3seg_lib.config import LocalizeConfig
 from l3seg_lib.imageio.ct import CTVolume
@@ -263,6 +263,8 @@ def _disc_chain(profile: np.ndarray, span: tuple[int, int], dz: float) -> list[i
     """Intervertebral discs: the chain of profile minima spaced like vertebrae (22-48 mm apart)
     that is deepest overall, extended up and down at the chain's own pitch. Minima in the middle
     of vertebral bodies (softer cancellous bone) form a weaker chain in between and lose."""
+    from scipy import signal  # imported here: ~50 MB that a batch of single slices never needs
+
     lo, hi = span
     inside = profile[lo: hi + 1]
     body_level = float(np.percentile(inside, 75))
