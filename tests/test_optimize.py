@@ -248,3 +248,20 @@ def test_rank_agreement_among_the_best_settings_only():
     assert rank_agreement(a, b, ("target",))["spearman rho"].iloc[0] > 0.5
     top = rank_agreement(a, b, ("target",), top=3).iloc[0]
     assert top["settings"] == 3 and top["spearman rho"] == pytest.approx(-0.5) and top["a's best ranks under b"] == 3
+
+
+def test_conclusion_when_most_patients_lose_a_little_and_one_loses_much():
+    from l3seg_lib.evaluation.compare import comparison_conclusion, paired_statistics
+
+    rows = [{"patient_id": f"p{i}", "seed": 1, "dice_muscle": 0.9 + 0.001 * i, "dice_sat": 0.95, "dice_vat": 0.9}
+            for i in range(12)]
+    base = pd.DataFrame(rows)
+    worse = base.copy()
+    worse["dice_sat"] -= [0.004 + 0.0005 * i for i in range(11)] + [0.4]  # 11 lose a little, one loses much
+    for df in (base, worse):
+        df["dice_mean_fg"] = df[["dice_muscle", "dice_sat", "dice_vat"]].mean(axis=1)
+    table = paired_statistics(base, worse)
+    s = table.loc["sat"]
+    assert s["holm p"] < 0.05 and s["95% CI low"] < 0 < s["95% CI high"] and s["median difference"] < 0
+    text = comparison_conclusion(table, 1)
+    assert "SAT Dice -0.039" in text and "worse in most patients" in text and "size is uncertain" in text

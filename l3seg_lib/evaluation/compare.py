@@ -81,8 +81,8 @@ def retrain_and_compare(processed_dir: str | Path, manifest: pd.DataFrame, split
 def paired_statistics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Per tissue, over patients: mean per-patient Dice of ``a`` and ``b`` (each averaged over its
     slices and seeds), the mean paired difference (b - a) with its 95 % confidence interval
-    (t distribution), the Wilcoxon signed-rank p, and Holm's adjustment of the three tissue
-    p-values (muscle, SAT, VAT)."""
+    (t distribution), the median paired difference, the Wilcoxon signed-rank p, and Holm's
+    adjustment of the three tissue p-values (muscle, SAT, VAT)."""
     table = paired_comparison(a, b)
     cols = [f"dice_{t}" for t in (*TISSUES, "mean_fg")]
     diff = b.groupby("patient_id")[cols].mean() - a.groupby("patient_id")[cols].mean()
@@ -93,6 +93,7 @@ def paired_statistics(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         lows.append(d.mean() - half)
         highs.append(d.mean() + half)
     table["95% CI low"], table["95% CI high"] = lows, highs
+    table["median difference"] = [float(diff[f"dice_{t}"].median()) for t in table.index]
     tissues = [t for t in TISSUES if t in table.index]
     table["holm p"] = np.nan
     table.loc[tissues, "holm p"] = holm(table.loc[tissues, "wilcoxon p"].to_numpy())
@@ -115,8 +116,12 @@ def comparison_conclusion(table: pd.DataFrame, n_seeds: int) -> str:
     parts = []
     for t, name in (("muscle", "muscle"), ("sat", "SAT"), ("vat", "VAT")):
         r = table.loc[t]
-        verdict = (("better" if r["difference"] > 0 else "worse") if r["holm p"] < 0.05
-                   else "no detectable difference")
+        verdict = "no detectable difference"
+        if r["holm p"] < 0.05:  # the signed-rank test: its direction is the median's
+            verdict = "better" if r["median difference"] > 0 else "worse"
+            if r["95% CI low"] <= 0 <= r["95% CI high"]:
+                verdict += (f" in most patients (median {r['median difference']:+.3f}), but the mean's CI includes 0:"
+                            f" a few patients carry most of the difference, so its size is uncertain")
         parts.append(f"{name} Dice {r['difference']:+.3f} (95 % CI {r['95% CI low']:+.3f} to {r['95% CI high']:+.3f}, "
                      f"Holm-adjusted p {r['holm p']:.2g}): {verdict}")
     n = int(table.loc["muscle", "patients"])
