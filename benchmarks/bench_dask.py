@@ -55,24 +55,16 @@ def bench_measure(tmp: Path, n: int, workers: int, repeats: int) -> None:
 
 
 def bench_search(tmp: Path, trials: int, workers: int) -> None:
-    from l3seg_lib import phantom
     from l3seg_lib.config import Params
-    from l3seg_lib.data.cases import iter_manifest
-    from l3seg_lib.data.clinical import read_clinical
-    from l3seg_lib.data.manifest import read_manifest
-    from l3seg_lib.preprocessing.processed import export_processed, read_processed_manifest
+    from l3seg_lib.preprocessing.processed import prepare_builtin
     from l3seg_lib.training.optimize import cv_objective, run_search
     from l3seg_lib.training.splits import make_splits
 
     p = Params(name="bench_dask")
-    p.data.phantom.n_patients = 20
+    p.data.phantom.n_patients, p.data.phantom.slices_per_patient = 20, [1, 1]
     p.optimize.n_trials, p.optimize.init_points = trials, 1
     p.optimize.budget.epochs, p.optimize.budget.steps_per_epoch = 2, 10
-    ph = p.data.phantom
-    phantom.generate(tmp / "raw", ph.n_patients, ph.seed, ph.matrix, (1, 1), True, ph.realism)
-    export_processed(iter_manifest(read_manifest(tmp / "raw" / "manifest.csv"), p.data), tmp / "processed",
-                     p.preprocess, read_clinical(tmp / "raw" / "clinical.csv"))
-    manifest = read_processed_manifest(tmp / "processed")
+    manifest = prepare_builtin(tmp / "raw", tmp / "processed", p)
     split = make_splits(manifest, p.split, p.seed)
     objective = cv_objective(tmp / "processed", manifest, split, progress=False)
     seconds, results = {}, {}

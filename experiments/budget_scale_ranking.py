@@ -23,7 +23,7 @@ import pandas as pd
 from l3seg_lib.config import load_params
 from l3seg_lib.preprocessing.processed import read_processed_manifest
 from l3seg_lib.training.optimize import cv_objective, read_trials
-from l3seg_lib.training.scale_check import SCORES, rank_agreement, rescore
+from l3seg_lib.training.scale_check import rank_agreement, rescore, scores_frame
 from l3seg_lib.training.splits import make_splits
 
 
@@ -38,8 +38,7 @@ def main() -> None:
     split = make_splits(manifest, p.split, p.seed)  # the search's split, whatever seed trains
     trials = sorted(read_trials(args.run / "optimize" / "trials.jsonl"), key=lambda r: r["trial"])
     points = [r["params"] for r in trials]
-    budget = pd.DataFrame([{"setting": r["trial"], **{k: r[k] for k in SCORES}, "seconds": r["seconds"]}
-                           for r in trials])
+    budget = scores_frame(trials)
     out = args.run / "scale_check"
     out.mkdir(exist_ok=True)
     objective = cv_objective(args.run / "processed", manifest, split, progress=False)

@@ -30,11 +30,7 @@ def main() -> None:
     ap.add_argument("--processed", type=Path, default=None,
                     help="the processed built-in data of an earlier run of this script (not generated again)")
     args = ap.parse_args()
-    from l3seg_lib import phantom
-    from l3seg_lib.data.cases import iter_manifest
-    from l3seg_lib.data.clinical import read_clinical
-    from l3seg_lib.data.manifest import read_manifest
-    from l3seg_lib.preprocessing.processed import export_processed, read_processed_manifest
+    from l3seg_lib.preprocessing.processed import prepare_builtin
     from l3seg_lib.training.splits import make_splits
 
     p = Params(name="equal_compute")
@@ -44,13 +40,8 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     save_params(p, out / "params.yaml")
-    ph = p.data.phantom
     processed = args.processed or out / "processed"
-    if not (processed / "manifest.csv").is_file():
-        phantom.generate(out / "raw", ph.n_patients, ph.seed, ph.matrix, tuple(ph.slices_per_patient), True, ph.realism)
-        export_processed(iter_manifest(read_manifest(out / "raw" / "manifest.csv"), p.data), processed,
-                         p.preprocess, read_clinical(out / "raw" / "clinical.csv"))
-    manifest = read_processed_manifest(processed)
+    manifest = prepare_builtin(out / "raw", processed, p)
     split = make_splits(manifest, p.split, p.seed)
     search = run_search(p, cv_objective(processed, manifest, split), out / "optimize")
     print(search.trials[["trial", "kind", *p.optimize.bounds, "target", "optimizer_steps", "seconds"]].round(3)

@@ -18,16 +18,14 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from realct_check import evaluate_slices, load_tissue_crop  # experiments/, beside this script
+from realct_check import (  # experiments/, beside this script
+    evaluate_slices,
+    load_tissue_crop,
+)
 
+from l3seg_lib.evaluation.compare import model_folder
 from l3seg_lib.evaluation.metrics import TISSUES
 from l3seg_lib.inference.predictor import Predictor
-
-
-def model_path(compare: Path, name: str, seed: int, first_seed: int) -> Path:
-    """Where evaluation/compare.py wrote the model of ``name`` (baseline / optimised) for ``seed``."""
-    folder = compare / name if (name == "optimised" and seed == first_seed) else compare / f"seed{seed}" / name
-    return folder / "model.onnx"
 
 
 def main() -> None:
@@ -41,7 +39,7 @@ def main() -> None:
     rows = []
     for seed in seeds:
         for name in ("baseline", "optimised"):
-            path = model_path(args.run / "compare", name, seed, seeds[0])
+            path = model_folder(args.run / "compare", name, seed, seeds[0]) / "model.onnx"
             df, _ = evaluate_slices(Predictor(path, "cpu", postprocess=True), volume, labels, indices)
             rows.append(df.assign(model=name, seed=seed))
     slices = pd.concat(rows, ignore_index=True)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from realct_check import evaluate_slices, load_tissue_crop  # experiments/, beside this script
+from realct_check import (  # experiments/, beside this script
+    evaluate_slices,
+    load_tissue_crop,
+)
 
 from l3seg_lib.evaluation.metrics import TISSUES
 from l3seg_lib.imageio.nifti import read_nifti
@@ -50,17 +52,13 @@ def train(out: Path) -> None:
         print(f"  cross-validated Dice on its own data: {res.mean_fg_dice:.3f}", flush=True)
 
 
-def real_slices(real: Path):
-    return load_tissue_crop(real)
-
-
 def evaluate_model(model: Path, volume, labels, postprocess: bool) -> pd.DataFrame:
     return evaluate_slices(Predictor(model, "cpu", postprocess=postprocess), volume, labels,
                            list(range(volume.n_slices)))[0]
 
 
 def evaluate(out: Path, real: Path) -> pd.DataFrame:
-    volume, labels = real_slices(real)
+    volume, labels = load_tissue_crop(real)
     rows = []
     for k, name in enumerate(STEPS, start=1):
         model = out / f"step{k}" / "train" / "model.onnx"
@@ -120,7 +118,7 @@ def real_l3_figure(out: Path, real: Path, docs: Path | None = None) -> Path:
     spacing = (full.spacing_mm[1], full.spacing_mm[2])
     pred = model.predict_hu(full.hu[z], spacing)
     m = measure_slice(full.hu[z], pred.labels, spacing)
-    volume, labels = real_slices(real)
+    volume, labels = load_tissue_crop(real)
     k = volume.n_slices // 2
     crop_pred = model.predict_hu(volume.hu[k], spacing).labels
     panels = [(f"real L3 slice {z} (found by l3seg locate): SMA {m['sma_refined_cm2']:.0f}, "

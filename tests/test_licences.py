@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 COPYLEFT = re.compile(r"\b(A|L)?GPL|GNU (Affero |Lesser )?General Public", re.IGNORECASE)

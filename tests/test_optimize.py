@@ -187,7 +187,11 @@ def test_parallel_search_on_two_workers_resumes_exactly(tmp_path):
 
 
 def test_holm_and_paired_statistics():
-    from l3seg_lib.evaluation.compare import comparison_conclusion, holm, paired_statistics
+    from l3seg_lib.evaluation.compare import (
+        comparison_conclusion,
+        holm,
+        paired_statistics,
+    )
 
     assert np.allclose(holm(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
     rng = np.random.default_rng(1)

@@ -105,3 +105,19 @@ def test_physical_scale_keeps_thin_structures_and_areas():
         assert (back == mask).mean() > 0.99
     big = make_geometry((512, 512), (0.98, 0.98), 256, pixel_mm=1.5, hu=np.full((512, 512), 40.0, np.float32))
     assert big.eff_spacing_mm[0] > 1.5  # a body wider than the field is shown coarser, never cut
+
+
+def test_prepare_builtin_generates_once_and_then_reads(tmp_path):
+    import shutil
+
+    from l3seg_lib.config import Params
+    from l3seg_lib.preprocessing.processed import prepare_builtin
+
+    p = Params()
+    p.data.phantom.n_patients, p.data.phantom.matrix, p.data.phantom.slices_per_patient = 3, 128, [1, 2]
+    p.preprocess.image_size = 32
+    first = prepare_builtin(tmp_path / "raw", tmp_path / "proc", p, progress=False)
+    assert first["patient_id"].nunique() == 3 and (tmp_path / "raw" / "manifest.csv").is_file()
+    shutil.rmtree(tmp_path / "raw")  # a second call reads the processed folder and generates nothing
+    again = prepare_builtin(tmp_path / "raw", tmp_path / "proc", p, progress=False)
+    assert again.equals(first) and not (tmp_path / "raw").exists()

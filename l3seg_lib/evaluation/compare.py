@@ -43,6 +43,14 @@ def equal_steps_per_epoch(manifest: pd.DataFrame, split: pd.DataFrame, params: P
     return max(1, int(math.ceil(n * (1.0 + params.train.data_ratio) / params.train.batch_size)))
 
 
+def model_folder(out_dir: str | Path, name: str, seed: int, first_seed: int) -> Path:
+    """Where :func:`retrain_and_compare` trains ``name`` (``baseline`` / ``optimised``) with
+    ``seed``: ``out_dir/optimised`` for the first seed's optimised model (the run's model), else
+    ``out_dir/seed<seed>/<name>``."""
+    out = Path(out_dir)
+    return out / name if (name == "optimised" and seed == first_seed) else out / f"seed{seed}" / name
+
+
 def retrain_and_compare(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.DataFrame, params: Params,
                         best_params: Params, out_dir: str | Path, progress: bool = True) -> Comparison:
     """Retrain the baseline and the optimised setting at equal compute (the same optimizer steps
@@ -62,9 +70,8 @@ def retrain_and_compare(processed_dir: str | Path, manifest: pd.DataFrame, split
         for name, setting in (("baseline", params), ("optimised", best_params)):
             p = copy.deepcopy(setting)
             p.seed, p.train.steps_per_epoch = seed, steps
-            folder = out / name if (k == 0 and name == "optimised") else out / f"seed{seed}" / name
-            cv = cross_validate(processed_dir, manifest, split, p, out_dir=folder, label=f"{name} seed {seed}",
-                                progress=progress)
+            cv = cross_validate(processed_dir, manifest, split, p, out_dir=model_folder(out, name, seed, seeds[0]),
+                                label=f"{name} seed {seed}", progress=progress)
             if k == 0 and name == "optimised":
                 first_opt = cv
             df, _, _ = evaluate_cases(cv.model_path, processed_dir, test_rows, params.composition,

@@ -263,7 +263,8 @@ def _disc_chain(profile: np.ndarray, span: tuple[int, int], dz: float) -> list[i
     """Intervertebral discs: the chain of profile minima spaced like vertebrae (22-48 mm apart)
     that is deepest overall, extended up and down at the chain's own pitch. Minima in the middle
     of vertebral bodies (softer cancellous bone) form a weaker chain in between and lose."""
-    from scipy import signal  # imported here: ~50 MB that a batch of single slices never needs
+    # imported here: ~50 MB that a batch of single slices never needs
+    from scipy import signal
 
     lo, hi = span
     inside = profile[lo: hi + 1]

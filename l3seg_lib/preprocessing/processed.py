@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from l3seg_lib.config import PreprocessConfig
-from l3seg_lib.data.cases import Case
-from l3seg_lib.data.clinical import clinical_for
+from l3seg_lib.config import Params, PreprocessConfig
+from l3seg_lib.data.cases import Case, iter_manifest
+from l3seg_lib.data.clinical import clinical_for, read_clinical
+from l3seg_lib.data.manifest import read_manifest
 from l3seg_lib.names import safe_name
 from l3seg_lib.preprocessing.geometry import (
     image_to_model,
@@ -98,3 +99,20 @@ def load_arrays(out_dir: str | Path, row: pd.Series | dict[str, Any]) -> dict[st
     """The arrays stored for one processed case."""
     with np.load(Path(out_dir) / row["file"]) as z:
         return {k: z[k] for k in z.files}
+
+
+def prepare_builtin(raw_dir: str | Path, processed_dir: str | Path, params: Params, progress: bool = True
+                    ) -> pd.DataFrame:
+    """The built-in synthetic data set of ``params.data.phantom``, generated into ``raw_dir`` and
+    preprocessed (``params.preprocess``) into ``processed_dir`` unless that folder already holds
+    a manifest; returns the processed manifest."""
+    # imported here: reading processed data never needs the generator
+    from l3seg_lib import phantom
+
+    raw, processed = Path(raw_dir), Path(processed_dir)
+    if not (processed / "manifest.csv").is_file():
+        ph = params.data.phantom
+        phantom.generate(raw, ph.n_patients, ph.seed, ph.matrix, tuple(ph.slices_per_patient), progress, ph.realism)
+        export_processed(iter_manifest(read_manifest(raw / "manifest.csv"), params.data), processed, params.preprocess,
+                         read_clinical(raw / "clinical.csv"))
+    return read_processed_manifest(processed)

@@ -13,10 +13,7 @@ import copy
 from pathlib import Path
 
 from l3seg_lib.config import Params, save_params
-from l3seg_lib.data.cases import iter_manifest
-from l3seg_lib.data.clinical import read_clinical
-from l3seg_lib.data.manifest import read_manifest
-from l3seg_lib.preprocessing.processed import export_processed, read_processed_manifest
+from l3seg_lib.preprocessing.processed import prepare_builtin
 from l3seg_lib.training.crossval import CVResult, cross_validate
 from l3seg_lib.training.splits import make_splits
 
@@ -40,19 +37,12 @@ def train_default_model(out_dir: str | Path, params: Params | None = None, progr
     """Generate the built-in data, preprocess it and cross-validate ``params`` (default:
     :func:`default_model_params`) under ``out_dir``; returns the result (ONNX in
     ``out_dir/train/model.onnx``)."""
-    from l3seg_lib import phantom
-
     p = copy.deepcopy(params or default_model_params())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_params(p, out / "params.yaml")
-    ph = p.data.phantom
-    raw, proc = out / "raw", out / "processed"
-    if not (proc / "manifest.csv").is_file():
-        phantom.generate(raw, ph.n_patients, ph.seed, ph.matrix, tuple(ph.slices_per_patient), progress, ph.realism)
-        export_processed(iter_manifest(read_manifest(raw / "manifest.csv"), p.data), proc, p.preprocess,
-                         read_clinical(raw / "clinical.csv"))
-    manifest = read_processed_manifest(proc)
+    proc = out / "processed"
+    manifest = prepare_builtin(out / "raw", proc, p, progress)
     split = make_splits(manifest, p.split, p.seed)
     split.to_csv(proc / "split.csv", index=False)
     return cross_validate(proc, manifest, split, p, out_dir=out / "train", label="l3seg default model",

@@ -20,9 +20,23 @@ from tqdm import tqdm
 
 from l3seg_lib.config import Params
 from l3seg_lib.evaluation.metrics import TISSUES
-from l3seg_lib.training.optimize import Objective, _check_logged, _evaluate, append_trial, read_trials
+from l3seg_lib.training.optimize import (
+    Objective,
+    _check_logged,
+    _evaluate,
+    _trial_record,
+    append_trial,
+    read_trials,
+)
 
 SCORES = ("target", *(f"dice_{t}" for t in TISSUES))
+
+
+def scores_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Logged trials (``trials.jsonl`` or a :func:`rescore` log) as a table: ``setting`` (the
+    trial number), the objective, each tissue's Dice and the wall time (s)."""
+    return pd.DataFrame([{"setting": r["trial"], **{k: r[k] for k in SCORES if k in r}, "seconds": r["seconds"]}
+                         for r in records])
 
 
 def rescore(params: Params, objective: Objective, points: list[dict[str, float]], log: str | Path,
@@ -34,13 +48,10 @@ def rescore(params: Params, objective: Objective, points: list[dict[str, float]]
         _check_logged(rec["params"], points[i], i, Path(log))
     for i in tqdm(range(len(done), len(points)), desc=desc, unit="setting", disable=not progress,
                   initial=len(done), total=len(points), mininterval=2.0):
-        result, seconds = _evaluate(objective, params, points[i])
-        rec = {"trial": i, "params": points[i], **{k: float(v) if k in SCORES else v for k, v in result.items()},
-               "seconds": seconds}
+        rec = _trial_record(i, points[i], "rescore", *_evaluate(objective, params, points[i]))
         append_trial(log, rec)
         done.append(rec)
-    return pd.DataFrame([{"setting": r["trial"], **{k: r[k] for k in SCORES if k in r}, "seconds": r["seconds"]}
-                         for r in done[: len(points)]])
+    return scores_frame(done[: len(points)])
 
 
 def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, columns: tuple[str, ...] = SCORES,
