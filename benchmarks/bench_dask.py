@@ -72,7 +72,7 @@ def bench_search(tmp: Path, trials: int, workers: int) -> None:
         q = copy.deepcopy(p)
         q.optimize.workers = w
         t0 = time.perf_counter()
-        results[name] = run_search(q, objective, tmp / f"search_{w}", progress=False).trials
+        results[name] = run_search(q, objective, tmp / f"search_{w}", progress=True).trials
         seconds[name] = time.perf_counter() - t0
         steps = sorted(set(results[name]["optimizer_steps"]))
         print(f"search, {trials} trials ({steps} optimizer steps each), {name}: {seconds[name]:.0f} s "
