@@ -18,6 +18,10 @@ import pandas as pd
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.phantom.torso import TorsoSpec, make_torso
 
+WIDE = {"matrix": 320}
+"""A 512 mm field of view at the default 1.6 mm pixels: room for arms down or a shifted patient."""
+CURVED = {"table": "curved"}
+
 CASES = {
     # name: (TorsoSpec changes, whether L3 can be found)
     "typical, 3 mm": ({}, True),
@@ -28,9 +32,27 @@ CASES = {
     "T12 out of the field of view": ({"z_to": 170.0, "seed": 5}, True),
     "L3 absent (field of view above it)": ({"z_from": 125.0, "seed": 6}, False),
     "L3 absent (field of view below it)": ({"z_to": 75.0, "seed": 7}, False),
-    "lumbar spine cut (starts in L4)": ({"z_from": 55.0, "seed": 8}, False),
+    "sacrum out of view (starts in L4): counted down from T12": ({"z_from": 55.0, "seed": 8}, True),
     "six lumbar vertebrae": ({"n_lumbar": 6, "z_to": 300.0, "seed": 9}, False),
     "eleven rib pairs": ({"n_rib_pairs": 11, "seed": 10}, False),
+    # around the patient, as on real scans (issue 21): the couch, arms down, off-centre placement, contrast
+    "curved table touching, mattress": ({**CURVED, "table_gap_mm": 0.0, "table_pad_mm": 6.0, "seed": 11}, True),
+    "curved table 15 mm below": ({**CURVED, "table_gap_mm": 15.0, "seed": 12}, True),
+    "curved table 35 mm below, thick couch": ({**CURVED, "table_gap_mm": 35.0, "table_core_mm": 40.0, "seed": 13},
+                                              True),
+    "flat table": ({"table": "flat", "table_gap_mm": 10.0, "table_core_mm": 30.0, "seed": 14}, True),
+    "arms down": ({**WIDE, "arms": "down", "seed": 15}, True),
+    "arms down touching, elbows at L3": ({**WIDE, "arms": "down", "arm_gap_mm": 0.0, "elbow_mm": 95.0, "seed": 16},
+                                         True),
+    "off-centre, rolled": ({**WIDE, "shift_mm": (55.0, -35.0), "rotate_deg": 8.0, "seed": 17}, True),
+    "contrast aorta": ({"contrast_hu": 300.0, "seed": 18}, True),
+    "all combined (couch, arms, off-centre, rolled, contrast)": (
+        {"matrix": 350, **CURVED, "table_gap_mm": 15.0, "table_pad_mm": 4.0, "arms": "down", "shift_mm": (30.0, 20.0),
+         "rotate_deg": 6.0, "contrast_hu": 300.0, "seed": 19}, True),
+    "couch and arms, L3 absent (view above)": ({**WIDE, **CURVED, "table_gap_mm": 10.0, "arms": "down", "z_from": 125.0,
+                                                "seed": 20}, False),
+    "couch and arms, L3 absent (view below)": ({**WIDE, **CURVED, "table_gap_mm": 10.0, "arms": "down", "z_to": 75.0,
+                                                "seed": 21}, False),
 }
 
 

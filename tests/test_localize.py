@@ -22,29 +22,102 @@ def _volume(torso) -> CTVolume:
     return torso.as_volume()
 
 
-@pytest.mark.parametrize("changes", [{}, {"slice_mm": 5.0, "seed": 2}, {"z_to": 170.0, "seed": 5}],
-                         ids=["typical", "5 mm slices", "T12 out of view"])
+@pytest.mark.parametrize("changes", [{}, {"slice_mm": 5.0, "seed": 2}, {"z_to": 170.0, "seed": 5},
+                                     {"z_from": 55.0, "seed": 8}],
+                         ids=["typical", "5 mm slices", "T12 out of view", "sacrum out of view (starts in L4)"])
 def test_l3_found_inside_its_body(changes):
     torso = make_torso(TorsoSpec(**{**FAST, **changes}))
     loc = locate_l3(_volume(torso))
     lo, hi = torso.slices_of("L3")
     assert loc.found and lo <= loc.slice_index <= hi
     assert abs(loc.slice_index - (lo + hi) / 2) <= 1.5
-    assert [v.name for v in loc.vertebrae][:3] == ["L5", "L4", "L3"]
-    assert loc.confidence == ("medium" if "z_to" in changes else "high")
+    names = [v.name for v in loc.vertebrae]
+    assert names.index("L3") + 1 < len(names) and names[names.index("L3") + 1] == "L2"
+    if "z_from" in changes:  # counted down from T12 only: the reason says why the sacrum is missing
+        assert loc.confidence == "medium" and loc.anchors == ["T12 (last ribs)"] and "sacrum" in loc.notes[0]
+    else:
+        assert names[:3] == ["L5", "L4", "L3"]
+        assert loc.confidence == ("medium" if "z_to" in changes else "high")
 
 
 @pytest.mark.parametrize("changes, reason", [
-    ({"z_from": 125.0, "seed": 6}, "sacrum is not covered"),
-    ({"z_to": 75.0, "seed": 7}, "lumbar spine is not covered"),
-    ({"z_from": 55.0, "seed": 8}, "sacrum is not covered"),
+    ({"z_from": 125.0, "seed": 6}, "L3 is not wholly in the field of view"),
+    ({"z_to": 75.0, "seed": 7}, "too few vertebrae to count"),
     ({"n_lumbar": 6, "z_to": 300.0, "seed": 9}, "transitional anatomy suspected"),
     ({"n_rib_pairs": 11, "seed": 10}, "transitional anatomy suspected"),
-], ids=["L3 absent, view above", "L3 absent, view below", "lumbar spine cut", "six lumbar", "eleven rib pairs"])
+], ids=["L3 absent, view above", "L3 absent, view below", "six lumbar", "eleven rib pairs"])
 def test_cannot_tell_is_flagged_not_guessed(changes, reason):
     loc = locate_l3(_volume(make_torso(TorsoSpec(**{**FAST, **changes}))))
     assert not loc.found and loc.slice_index is None and loc.slices == []
     assert reason in loc.reason
+
+
+WIDE = {**FAST, "matrix": 200}
+"""A 500 mm field of view at FAST's pixels: room for arms down beside the trunk, or a shifted patient."""
+CURVED = {"table": "curved"}
+
+# What real scans have around the patient (issue 21): the couch, arms down, off-centre placement, contrast.
+AROUND = {
+    "curved table touching, mattress": {**FAST, **CURVED, "table_gap_mm": 0.0, "table_pad_mm": 6.0, "seed": 11},
+    "curved table 15 mm below": {**FAST, **CURVED, "table_gap_mm": 15.0, "seed": 12},
+    "curved table 35 mm below, thick couch": {**FAST, **CURVED, "table_gap_mm": 35.0, "table_core_mm": 40.0,
+                                              "seed": 13},
+    "flat table": {**FAST, "table": "flat", "table_gap_mm": 10.0, "table_core_mm": 30.0, "seed": 14},
+    "arms down": {**WIDE, "arms": "down", "seed": 15},
+    "arms down touching, elbows at L3": {**WIDE, "arms": "down", "arm_gap_mm": 0.0, "elbow_mm": 95.0, "seed": 16},
+    "off-centre, rolled": {**WIDE, "shift_mm": (55.0, -35.0), "rotate_deg": 8.0, "seed": 17},
+    "contrast aorta": {**FAST, "contrast_hu": 300.0, "seed": 18},
+    "all combined": {**FAST, "matrix": 224, **CURVED, "table_gap_mm": 15.0, "table_pad_mm": 4.0, "arms": "down",
+                     "shift_mm": (30.0, 20.0), "rotate_deg": 6.0, "contrast_hu": 300.0, "seed": 19},
+}
+
+
+@pytest.mark.parametrize("changes", list(AROUND.values()), ids=list(AROUND))
+def test_l3_found_with_couch_arms_and_placement(changes):
+    """The couch, arms and placement must not move the count: L3 found inside its body, near its
+    middle, with the right vertebrae below it and the rib check passed."""
+    torso = make_torso(TorsoSpec(**changes))
+    assert torso.layout["in_view"]
+    loc = locate_l3(_volume(torso))
+    lo, hi = torso.slices_of("L3")
+    assert loc.found, loc.reason
+    assert lo <= loc.slice_index <= hi and abs(loc.slice_index - (lo + hi) / 2) <= 1.5
+    assert lo - 2 <= loc.l3_range[0] and loc.l3_range[1] <= hi + 2
+    assert [v.name for v in loc.vertebrae][:3] == ["L5", "L4", "L3"]
+    assert loc.confidence == "high"
+
+
+@pytest.mark.parametrize("changes", [{"z_from": 125.0, "seed": 20}, {"z_to": 75.0, "seed": 21}],
+                         ids=["L3 absent, view above", "L3 absent, view below"])
+def test_cannot_tell_with_couch_and_arms(changes):
+    """The couch and the arms' bones run through every slice: they must not stand in for the
+    missing spine."""
+    torso = make_torso(TorsoSpec(**{**WIDE, **CURVED, "table_gap_mm": 10.0, "arms": "down", **changes}))
+    assert "L3" not in [n for n in torso.vertebrae if torso.slices_of(n)]
+    loc = locate_l3(_volume(torso))
+    assert not loc.found and loc.slice_index is None and loc.slices == []
+
+
+def test_torso_couch_arms_and_placement():
+    """The phantom's extras: the couch the gap below the back, arm bone lateral to the trunk at
+    L3, a shifted patient's spine moved with it, and the same torso from the same seed."""
+    short = {**WIDE, "z_from": 60.0, "z_to": 130.0}
+    torso = make_torso(TorsoSpec(**short, **CURVED, table_gap_mm=20.0, seed=3))
+    assert torso.layout["table_top_y_mm"] == pytest.approx(125.0 + 20.0)  # the back is at y = 125 mm
+    lo, hi = torso.slices_of("L3")
+    midline = torso.hu[(lo + hi) // 2, :, 100]
+    y = (np.arange(200) - 100 + 0.5) * 2.5 + 20.0
+    assert midline[(y > 128) & (y < 142)].max() < -900  # air in the gap
+    assert midline[(y > 145) & (y < 150)].max() > 0  # the carbon shell
+    arms = make_torso(TorsoSpec(**short, arms="down", seed=3))
+    again = make_torso(TorsoSpec(**short, arms="down", seed=3))
+    assert np.array_equal(arms.hu, again.hu)
+    mid = arms.hu[(lo + hi) // 2]
+    x = (np.arange(200) - 100 + 0.5) * 2.5
+    assert mid[:, x < -175].max() > 600 and mid[:, x > 175].max() > 600  # forearm bones both sides
+    shifted = make_torso(TorsoSpec(**short, shift_mm=(40.0, 0.0), seed=3))
+    bone = lambda t: np.average(x, weights=(t.hu[(lo + hi) // 2] > 150).sum(axis=0))  # noqa: E731
+    assert bone(shifted) - bone(torso) == pytest.approx(40.0, abs=3.0)
 
 
 def test_transverse_process_slice_and_averaging():

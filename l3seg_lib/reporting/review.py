@@ -27,7 +27,8 @@ def _panel(plane: np.ndarray, dz: float, dx: float) -> Image.Image:
 
 
 def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
-    """Sagittal (left) and coronal (right) reformats through the spine with the result drawn."""
+    """Sagittal (left) and coronal (right) reformats through the spine with the result drawn; they
+    follow the traced spine slice by slice when the localiser traced one."""
     dz, dr, dc = volume.spacing_mm
     nz, nr, nc = volume.hu.shape
     col = loc.centre_col if loc.centre_col is not None else nc // 2
@@ -35,8 +36,17 @@ def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
         row = int(np.nanmedian(loc.centre_row))
     else:
         row = nr // 2
-    sag = _panel(volume.hu[:, :, min(max(col, 0), nc - 1)], dz, dr)
-    cor = _panel(volume.hu[:, min(max(row, 0), nr - 1), :], dz, dc)
+    if loc.column is not None and np.isfinite(loc.column).all():
+        # follow the traced spine slice by slice (scoliosis, off-centre and rotated patients)
+        cols = np.clip(np.round(loc.column[:, 1]).astype(int), 0, nc - 1)
+        rows = np.clip(np.round(loc.column[:, 0]).astype(int), 0, nr - 1)
+        z = np.arange(nz)
+        sag_plane, cor_plane = volume.hu[z, :, cols], volume.hu[z, rows, :]
+    else:
+        sag_plane = volume.hu[:, :, min(max(col, 0), nc - 1)]
+        cor_plane = volume.hu[:, min(max(row, 0), nr - 1), :]
+    sag = _panel(sag_plane, dz, dr)
+    cor = _panel(cor_plane, dz, dc)
     top = 34
     canvas = Image.new("RGB", (sag.width + cor.width + 10, PANEL_HEIGHT + top), (20, 20, 20))
     canvas.paste(sag, (0, top))
