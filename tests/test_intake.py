@@ -263,3 +263,93 @@ def test_measure_a_folder_of_real_world_variants(tmp_path, hu, tiny_model):
     assert (tmp_path / "out" / "errors.csv").is_file() and (tmp_path / "out" / "index.html").is_file()
     assert "Files left out of series folders" in (tmp_path / "out" / "index.html").read_text()
     assert "PatientSize 175 read as cm" in (tmp_path / "out" / "patients" / "CM.html").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM files directly in the measured folder: grouped into series; a lone slice says its level
+# was not checked
+
+
+def _write_torso_series(folder, patient_id="TORSO", series_uid="1.2.826.0.1.3680043.10.1.21"):
+    """The synthetic torso (L3 in view) as a DICOM series written straight into ``folder``."""
+    from l3seg_lib.phantom.torso import TorsoSpec, make_torso
+
+    torso = make_torso(TorsoSpec(matrix=160, pixel_mm=2.5))
+    vol = torso.as_volume()
+    dz, dr, dc = vol.spacing_mm
+    for k in range(vol.n_slices):
+        write_dicom(folder / f"IM{k:04d}.dcm", vol.hu[k], spacing=(dr, dc), position=(-180.0, -150.0, dz * k),
+                    series_uid=series_uid, patient_id=patient_id, InstanceNumber=k + 1, SliceThickness=str(dz))
+    return torso
+
+
+def test_a_series_folder_given_directly_is_one_series_measured_inside_l3(tmp_path, tiny_model):
+    from l3seg_lib.measurement.inputs import SeriesEntry, discover_inputs
+
+    folder = tmp_path / "series"
+    torso = _write_torso_series(folder)
+    (inp,) = discover_inputs(folder)
+    assert isinstance(inp, SeriesEntry) and inp.image == folder and len(inp.files) == torso.as_volume().n_slices
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    assert len(res.errors) == 0 and len(res.measurements) == 1  # one slice, not one row per file
+    row = res.measurements.iloc[0]
+    lo, hi = torso.slices_of("L3")
+    assert lo <= row["slice_index"] <= hi and row["source"] == str(folder)
+    assert row["level_source"] == "localiser" and "level not verified" not in str(row["review_reasons"])
+    assert (tmp_path / "out" / row["localizer_picture"]).is_file()
+
+
+def test_shared_dicom_series_given_directly_cannot_tell_and_measures_nothing(shared_data, tiny_model, tmp_path):
+    folder = shared_data / "dicom_series"  # 20 real slices at T11/T12 without SeriesInstanceUID: no L3
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found (../shared/data is optional)")
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    assert len(res.measurements) == 0
+    (err,) = res.errors.to_dict("records")
+    assert err["review"] and err["source"] == str(folder) and "L3 not located, listed for review" in err["error"]
+    assert (tmp_path / "out" / err["picture"]).is_file()
+
+
+def test_loose_files_of_two_series_are_two_series_and_a_lone_file_one_slice(tmp_path, hu, tiny_model):
+    from l3seg_lib.measurement.inputs import SeriesEntry, discover_inputs
+
+    folder = tmp_path / "mixed"
+    _series(folder, hu, "1.2.3.100", n=3, SeriesNumber=2)
+    _series(folder, hu, "1.2.3.200", n=2, z0=100.0, SeriesNumber=3)
+    write_dicom(folder / "lone.dcm", hu, patient_id="LONE")  # a series of one file: a slice
+    for k in range(2):  # anonymised: no SeriesInstanceUID, but one frame of reference and geometry
+        write_dicom(folder / f"anon_{k}.dcm", hu, position=(-100, -120, 3.0 * k), patient_id="ANON",
+                    drop=("SeriesInstanceUID", "StudyInstanceUID"), FrameOfReferenceUID="1.2.3.300.1")
+    for k in range(2):  # nothing says these belong together: each stays a slice
+        write_dicom(folder / f"bare_{k}.dcm", hu, patient_id=f"BARE{k}",
+                    drop=("SeriesInstanceUID", "FrameOfReferenceUID"))
+    inputs = discover_inputs(folder)
+    series = {i.image.name: len(i.files) for i in inputs if isinstance(i, SeriesEntry)}
+    assert series == {"series_1.2.3.100": 3, "series_1.2.3.200": 2,
+                      next(n for n in series if n.startswith("series_geometry-1.2.3.300.1-")): 2}
+    assert sorted(i.image.name for i in inputs if not isinstance(i, SeriesEntry)) == ["bare_0.dcm", "bare_1.dcm",
+                                                                                     "lone.dcm"]
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    assert len(res.errors) == 0
+    per_source = res.measurements.groupby(res.measurements["source"].map(lambda s: s.rsplit("/", 1)[-1])).size()
+    assert per_source["series_1.2.3.100"] == 3 and per_source["series_1.2.3.200"] == 2 and per_source["lone.dcm"] == 1
+    assert set(res.measurements["level_source"]) == {"as given (level not checked)"}  # all short: slice by slice
+    short = res.measurements[res.measurements["source"].str.endswith("series_1.2.3.100")].iloc[0]
+    assert "a short input of 3 slices was measured slice by slice" in short["review_reasons"]
+
+
+def test_a_lone_slice_says_its_level_was_not_checked_unless_the_manifest_vouches(tmp_path, hu, tiny_model):
+    folder = tmp_path / "in"
+    write_dicom(folder / "a.dcm", hu, patient_id="A")
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    row = res.measurements.iloc[0]
+    assert row["level_source"] == "as given (level not checked)" and row["review_required"]
+    assert "vertebral level not verified (a single slice was given)" in row["review_reasons"]
+    csv = pd.read_csv(tmp_path / "out" / "measurements.csv")
+    assert csv["level_source"].tolist() == ["as given (level not checked)"]
+    page = (tmp_path / "out" / "patients" / "A.html").read_text()
+    assert "vertebral level not verified" in page and "level not checked" in page
+    pd.DataFrame([{"image": "a.dcm", "slice_index": 0}]).to_csv(folder / "manifest.csv", index=False)
+    res = measure_folder(folder, tiny_model, tmp_path / "out2", MeasureOptions(progress=False))
+    row = res.measurements.iloc[0]
+    assert row["level_source"] == "manifest" and "level not verified" not in str(row["review_reasons"])

@@ -14,6 +14,7 @@ Duplicate positions, uneven spacing and gantry tilt are reported in ``volume.met
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,6 +427,45 @@ def scan_folder(folder: str | Path) -> tuple[list[SeriesCandidate], list[tuple[s
     files = list_dicom_files(folder)
     if not files:
         raise L3SegInputError(folder, "contains no DICOM files")
+    return group_series(files)
+
+
+GEOMETRY_KEY = ("FrameOfReferenceUID", "PatientID", "StudyInstanceUID", "SeriesNumber", "SeriesDescription",
+                "ConvolutionKernel", "SliceThickness", "Rows", "Columns", "ImageOrientationPatient", "PixelSpacing")
+"""Attributes that files without a SeriesInstanceUID (anonymised exports) must share, with a
+FrameOfReferenceUID, to be one series (:func:`series_key`)."""
+
+
+def series_key(ds: pydicom.Dataset) -> str:
+    """Which series a header belongs to: its SeriesInstanceUID; without one (an anonymiser removed
+    it), ``geometry-<FrameOfReferenceUID>-<hash>`` of :data:`GEOMETRY_KEY` (the same frame of
+    reference, patient, reconstruction and geometry), or ``""`` when the frame of reference is
+    missing too (nothing says which files belong together)."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    if uid:
+        return uid
+    frame = str(ds.get("FrameOfReferenceUID", "") or "").strip()
+    if not frame:
+        return ""
+
+    def norm(value: Any) -> str:
+        values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        out = []
+        for v in values:
+            try:
+                out.append(f"{float(v):.3f}")
+            except (TypeError, ValueError):
+                out.append(str(v if v is not None else "").strip())
+        return "\\".join(out)
+
+    text = "|".join(norm(ds.get(k)) for k in GEOMETRY_KEY)
+    return f"geometry-{frame}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def group_series(files: list[Path]) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
+    """DICOM files grouped into eligible axial CT series by :func:`series_key` (each enhanced
+    multi-frame file is a volume of its own), and the files skipped with the reason (unreadable,
+    or not an axial CT image: :func:`skip_reason`). Only headers are read."""
     by_series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
     skipped: list[tuple[str, str]] = []
     for p in files:
@@ -438,7 +478,7 @@ def scan_folder(folder: str | Path) -> tuple[list[SeriesCandidate], list[tuple[s
         if reason is not None:
             skipped.append((p.name, reason))
             continue
-        key = str(ds.get("SeriesInstanceUID", "") or "")
+        key = series_key(ds)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             key = f"{key}/{p.name}"  # each enhanced file is a volume of its own
         by_series.setdefault(key, []).append((p, ds))
@@ -470,13 +510,35 @@ def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str
         chosen, others = match[0], []
     else:
         chosen, others = choose_series(candidates)
+    return _read_candidate(folder, chosen, check_hu, skipped + others)
+
+
+def read_dicom_files(files: list[str | Path], source: str | Path | None = None, check_hu: bool = True) -> CTVolume:
+    """Read DICOM files that form one series (e.g. a group of :func:`group_series` among files
+    lying loose in a folder) as a volume named ``source`` (default: their folder); files that are
+    not axial CT images are skipped and listed, as in a series folder."""
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise L3SegInputError(source or "-", "no DICOM files given")
+    source = Path(source) if source is not None else paths[0].parent
+    candidates, skipped = group_series(paths)
+    if not candidates:
+        listing = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
+        raise L3SegInputError(source, f"holds no axial CT image series ({listing})")
+    if len(candidates) > 1:
+        raise L3SegInputError(source, f"the files belong to {len(candidates)} series, not one: "
+                                      f"{sorted(c.uid for c in candidates)}")
+    return _read_candidate(source, candidates[0], check_hu, skipped)
+
+
+def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipped: list[tuple[str, str]]) -> CTVolume:
     slices: list[_Slice] = []
     for p, ds in chosen.files:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             slices += _enhanced_slices(p, _dcmread(p))
         else:
             slices.append(_single_frame_slice(p, ds))
-    return _assemble(folder, slices, check_hu, skipped + others)
+    return _assemble(source, slices, check_hu, skipped)
 
 
 def read_dicom_volume(path: str | Path, check_hu: bool = True) -> CTVolume:

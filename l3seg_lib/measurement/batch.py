@@ -5,7 +5,10 @@ Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs`. An inp
 ``max_slices`` slices (a whole series or volume) is measured where the localiser
 (:mod:`l3seg_lib.localize.l3`) finds L3, with its review picture under ``localizer/``; when it
 cannot tell, the input is listed for review in ``errors.csv`` (``review`` true) and not measured.
-A manifest's ``slice_index`` overrides the localiser. One bad input is listed in ``errors.csv``
+A manifest's ``slice_index`` overrides the localiser. Shorter inputs (a single slice, or a few)
+are measured slice by slice as given: their vertebral level is not checked, which each row says
+(``level_source``, see :data:`LEVEL_SOURCES`) and a review flag repeats
+(:func:`l3seg_lib.measurement.flags.level_not_verified`). One bad input is listed in ``errors.csv``
 and the batch goes on.
 """
 
@@ -30,6 +33,7 @@ from l3seg_lib.data.manifest import ManifestEntry
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.evaluation.metrics import TISSUES, bland_altman, slice_metrics
 from l3seg_lib.imageio.ct import CTVolume
+from l3seg_lib.imageio.dicom import read_dicom_files
 from l3seg_lib.imageio.labels import (
     IDENTITY_LABEL_MAP,
     SLICE_O_MATIC_TAGS,
@@ -43,6 +47,7 @@ from l3seg_lib.measurement.composition import assess, get_cutoff_set, measure_sl
 from l3seg_lib.measurement.flags import SliceContext, review_flags
 from l3seg_lib.measurement.inputs import (
     REFERENCE_SUFFIXES,
+    SeriesEntry,
     discover_inputs,
     find_reference,
 )
@@ -61,6 +66,13 @@ class L3NotLocated(L3SegInputError):
         super().__init__(path, problem)
         self.picture = picture
 
+
+LEVEL_SOURCES = {"localiser": "L3 found by the localiser in the whole series or volume",
+                 "manifest": "the slice named by the manifest's slice_index (vouched for by the user)",
+                 "as given (level not checked)": "a single slice, or every slice of a short input, measured as "
+                                                 "given: nothing checked that it lies at L3"}
+"""Values of ``level_source`` in ``measurements.csv``: how the measured slice's vertebral level is known."""
+NOT_CHECKED = "as given (level not checked)"
 
 WRITE_QUEUE = 4
 """Overlay pictures waiting to be written before inference waits for them."""
@@ -114,7 +126,9 @@ def called(fn: Callable, *args: Any) -> Future:
 
 def read_input(inp: ManifestEntry, options: MeasureOptions) -> CTVolume:
     """The CT of one input (PNG with the spacing and window it was listed with; HU checked
-    unless ``options.check_hu`` is false)."""
+    unless ``options.check_hu`` is false); a series lying loose in the measured folder from its files."""
+    if isinstance(inp, SeriesEntry):
+        return read_dicom_files(list(inp.files), inp.image, check_hu=options.check_hu)
     return read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs())
 
 
@@ -202,13 +216,16 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
             volume.patient_id = inp.patient_id
         res.skipped = [{"source": str(inp.image), **item} for item in volume.meta.get("skipped", [])]
         notes = "; ".join(volume.meta.get("series_notes", []))
-        level = {"l3_method": "every slice of a short input", "l3_confidence": "", "l3_range": "",
-                 "localizer_picture": "", "l3_notes": ""}
+        level = {"level_source": NOT_CHECKED,
+                 "l3_method": "the single slice given (vertebral level not checked)" if volume.n_slices == 1 else
+                 f"every slice of a short input of {volume.n_slices} slices (vertebral level not checked)",
+                 "l3_confidence": "", "l3_range": "", "localizer_picture": "", "l3_notes": "",
+                 "input_slices": volume.n_slices}
         if inp.slice_index is not None:
             if not 0 <= inp.slice_index < volume.n_slices:
                 raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{volume.n_slices - 1}")
             indices = [inp.slice_index]
-            level["l3_method"] = "slice_index of the manifest"
+            level.update(level_source="manifest", l3_method="slice_index of the manifest")
         elif volume.n_slices > opt.max_slices:
             loc = locate_l3(volume, opt.localize)
             picture = save_localizer_png(out / "localizer" / f"{safe_name(volume.patient_id)}_"
@@ -217,9 +234,10 @@ def measure_input(inp: ManifestEntry, volume_future: Future, ctx: _Context) -> I
                 raise L3NotLocated(inp.image, f"L3 not located, listed for review: {loc.reason} "
                                               f"(picture: {picture.relative_to(out)})", picture.relative_to(out))
             indices = loc.slices
-            level = {"l3_method": loc.method, "l3_confidence": loc.confidence,
+            level = {"level_source": "localiser", "l3_method": loc.method, "l3_confidence": loc.confidence,
                      "l3_range": f"{loc.l3_range[0]}-{loc.l3_range[1]}",
-                     "localizer_picture": str(picture.relative_to(out)), "l3_notes": "; ".join(loc.notes)}
+                     "localizer_picture": str(picture.relative_to(out)), "l3_notes": "; ".join(loc.notes),
+                     "input_slices": volume.n_slices}
         else:
             indices = list(range(volume.n_slices))
         spacing = (volume.spacing_mm[1], volume.spacing_mm[2])

@@ -36,7 +36,7 @@ class SliceContext:
     measures: dict[str, Any]
     """Areas, densities and SMI (from composition.measure_slice and assess)."""
     level: dict[str, Any]
-    """How the slice was chosen (l3_method, l3_confidence, l3_notes)."""
+    """How the slice was chosen (level_source, l3_method, l3_confidence, l3_notes, input_slices)."""
     body: np.ndarray | None = None
     """The body mask, when the caller has it (computed once otherwise)."""
 
@@ -181,8 +181,21 @@ def l3_uncertain(c: SliceContext) -> str | None:
     return f"L3 found with {confidence} confidence" + (f": {notes}" if notes else "")
 
 
+def level_not_verified(c: SliceContext) -> str | None:
+    """A slice measured as given (a single slice, or every slice of a short input): nothing
+    checked that it lies at L3 (the localiser needs a whole series; a manifest's ``slice_index``
+    vouches for the level)."""
+    if c.level.get("level_source") != "as given (level not checked)":
+        return None
+    n = c.level.get("input_slices")
+    given = ("a single slice was given" if n in (None, 1) else
+             f"a short input of {n} slices was measured slice by slice")
+    return (f"vertebral level not verified ({given}): check that the slice lies at L3, or name it with a "
+            "manifest's slice_index, or give the whole series so that the localiser finds L3")
+
+
 CHECKS = (body_cut_by_field_of_view, iv_contrast, tube_voltage, slice_thickness, implausible_numbers,
-          broken_muscle_ring, low_confidence, l3_uncertain)
+          broken_muscle_ring, low_confidence, l3_uncertain, level_not_verified)
 
 
 def review_flags(c: SliceContext) -> list[str]:

@@ -2,13 +2,20 @@
 
 * a ``manifest.csv`` (read by :func:`l3seg_lib.data.manifest.read_manifest`) lists inputs
   explicitly; else
-* each sub-folder holding DICOM files is one series, each DICOM file directly in the folder is
-  one slice, and each NIfTI file is one volume. PNG needs the manifest (no geometry in PNG).
+* each sub-folder holding DICOM files is one series; the DICOM files directly in the folder are
+  grouped into series the way a series folder is (:func:`l3seg_lib.imageio.dicom.group_series`:
+  by SeriesInstanceUID, or without one by frame of reference and geometry): a series of several
+  files is one input (:class:`SeriesEntry`; named by the folder when the folder holds one such
+  series, else ``<folder>/series_<key>``), and every other file is one slice (alone in its
+  series; without SeriesInstanceUID and FrameOfReferenceUID, so nothing says what it belongs to;
+  or not an axial CT image, refused with the reason when read); each NIfTI file is one volume.
+  PNG needs the manifest (no geometry in PNG).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -17,6 +24,7 @@ import yaml
 from l3seg_lib.data.manifest import MANIFEST_NAME, ManifestEntry, manifest_entries
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume
+from l3seg_lib.imageio.dicom import group_series
 from l3seg_lib.names import input_stem
 
 REFERENCE_SUFFIXES = (".nii.gz", ".nii", ".png", ".dcm.tag", ".tag")
@@ -30,6 +38,15 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+@dataclass
+class SeriesEntry(ManifestEntry):
+    """A series of DICOM files lying directly in the measured folder (read with
+    :func:`l3seg_lib.imageio.dicom.read_dicom_files`); ``image`` names it (it may not exist as such)."""
+
+    files: tuple[Path, ...] = ()
+    series_uid: str = ""
+
+
 def discover_inputs(folder: str | Path) -> list[ManifestEntry]:
     """The inputs in ``folder`` (see the module docstring for the rules)."""
     folder = Path(folder)
@@ -38,16 +55,34 @@ def discover_inputs(folder: str | Path) -> list[ManifestEntry]:
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():
         return manifest_entries(manifest)
-    inputs: list[ManifestEntry] = []
+    found: list[tuple[Path, ManifestEntry]] = []  # (where it sorts, input)
+    loose: list[Path] = []
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
         if path.is_dir():
             if any(_is_dicom(p) for p in path.iterdir() if p.is_file()):
-                inputs.append(ManifestEntry(path))
+                found.append((path, ManifestEntry(path)))
         elif name.endswith((".nii", ".nii.gz", ".png")):  # PNG fails with a clear message: it needs spacing
-            inputs.append(ManifestEntry(path))
+            found.append((path, ManifestEntry(path)))
         elif not name.endswith(_NOT_IMAGES) and _is_dicom(path):
-            inputs.append(ManifestEntry(path))
+            loose.append(path)
+    found += _loose_dicom_inputs(folder, loose)
+    return [entry for _, entry in sorted(found, key=lambda item: item[0])]
+
+
+def _loose_dicom_inputs(folder: Path, files: list[Path]) -> list[tuple[Path, ManifestEntry]]:
+    """The DICOM files lying directly in ``folder``: one input per series of several files, one
+    per other file (a slice alone in its series, or a file that is refused when read)."""
+    if not files:
+        return []
+    candidates, _ = group_series(files)
+    series = [c for c in candidates if len(c.files) > 1 and c.uid and "/" not in c.uid]  # has a key; not enhanced
+    grouped = {p for c in series for p, _ in c.files}
+    inputs: list[tuple[Path, ManifestEntry]] = [(p, ManifestEntry(p)) for p in files if p not in grouped]
+    for c in series:
+        paths = tuple(sorted(p for p, _ in c.files))
+        image = folder if len(series) == 1 else folder / f"series_{c.uid}"
+        inputs.append((paths[0], SeriesEntry(image, files=paths, series_uid=c.uid)))
     return inputs
 
 
