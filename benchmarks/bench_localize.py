@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_localize.py [--slices 500] [--repeats 5]
 
-A synthetic torso (1 mm slices, 512 x 512 pixels of 0.8 mm, sacrum to T9) is written as a DICOM
+A synthetic torso (1 mm slices, 512 x 512 pixels of 0.8 mm, sacrum to T9, curved couch, contrast aorta) is written as a DICOM
 series; a fresh process then reads the series and finds L3 (GNU time gives its peak memory).
 Prints the median time of the localiser alone on the loaded volume, the time to read the series,
 and the process's peak memory beside the size of the volume itself.
@@ -47,7 +47,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="l3seg-bench-loc-"))
     t0 = time.perf_counter()
-    torso = make_torso(TorsoSpec(slice_mm=1.0, matrix=512, pixel_mm=0.8, z_from=-190.0, z_to=-190.0 + args.slices - 1))
+    torso = make_torso(TorsoSpec(slice_mm=1.0, matrix=512, pixel_mm=0.8, z_from=-190.0, z_to=-190.0 + args.slices - 1,
+                                 table="curved", table_gap_mm=10.0, contrast_hu=300.0))
     for k in range(torso.hu.shape[0]):
         write_dicom(tmp / "series" / f"IM{k:04d}.dcm", torso.hu[k], spacing=(0.8, 0.8), position=(-205.0, -185.0, float(k)),
                     series_uid="1.2.826.0.1.3680043.10.2.1", InstanceNumber=k + 1, SliceThickness="1")

@@ -189,9 +189,9 @@ def _locate(volume: CTVolume, cfg: LocalizeConfig) -> L3Location:
         return loc
     # heights of the lumbar vertebrae between the anchors must be regular (no missed disc)
     heights = [(discs[k + 1] - discs[k]) * dz for k in range(len(discs) - 1) if names[k].startswith("L")]
-    if len(heights) >= 3 and max(heights) > 1.7 * min(heights):
+    if len(heights) >= 3 and not 0.6 <= min(heights) / np.median(heights) <= max(heights) / np.median(heights) <= 1.6:
         loc.reason = (f"count ambiguous: lumbar vertebra heights {', '.join(f'{h:.0f}' for h in heights)} mm are "
-                      "irregular (a disc may have been missed)")
+                      "irregular (one far from their median: a disc may have been missed or added)")
         return loc
     if len(counts) == 2 and not inverted:
         confidence = "high"

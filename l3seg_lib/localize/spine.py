@@ -48,7 +48,8 @@ class Spine:
     pc: float
     """mm per working column."""
     trunk: np.ndarray
-    """(z, rows, cols) bool: the largest body part per slice, holes filled (no table, no separate arms)."""
+    """(z, rows, cols) bool: the largest body part per slice, holes filled (no table, no separate
+    arms); computed every ~4 mm along z, each slice taking the nearest."""
     trunk_col: np.ndarray
     """(z,) left-right centre of the trunk (working columns; NaN where no trunk)."""
     canal: np.ndarray
@@ -140,20 +141,23 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
     dz = float(volume.spacing_mm[0])
     pr, pc = volume.spacing_mm[1] / fr, volume.spacing_mm[2] / fc
     zmm = lambda mm: max(1, int(round(mm / dz)))  # noqa: E731
-    trunk = trunk_masks(v, pr, pc)
-    counts = trunk.sum(axis=1)  # (z, cols)
+    # the trunk every ~4 mm along z (it changes slowly), each slice taking the nearest
+    step = max(1, int(round(4.0 / dz)))
+    zs = np.arange(0, nz, step)
+    nearest = np.minimum(np.round(np.arange(nz) / step).astype(int), len(zs) - 1)
+    trunk_s = trunk_masks(v[zs], pr, pc)
+    trunk = trunk_s[nearest]
+    counts = trunk_s.sum(axis=1)  # (zs, cols)
     cols = np.arange(nc)
     tot = counts.sum(axis=1)
-    trunk_col = np.where(tot > 0, (counts * cols).sum(axis=1) / np.maximum(tot, 1), np.nan)
+    trunk_col = np.where(tot > 0, (counts * cols).sum(axis=1) / np.maximum(tot, 1), np.nan)[nearest]
 
     # bone and HU in a slab of +-12 mm (the canal stays enclosed across discs and arch gaps),
     # sampled every ~4 mm along z: the canal moves little over that
-    step = max(1, int(round(4.0 / dz)))
-    zs = np.arange(0, nz, step)
     half = zmm(12.0) if nz > 1 else 0
-    bone_slab = (_slab_mean((v > bone_hu), zs, half) > 0.3)
-    v_slab = _slab_mean(v, zs, half)
-    canal = canal_map(bone_slab, v_slab, trunk[zs], pr, pc)
+    bone_slab = (_slab_mean((v > bone_hu), step, half) > 0.3)
+    v_slab = _slab_mean(v, step, half)
+    canal = canal_map(bone_slab, v_slab, trunk_s, pr, pc)
     # score: canal pixels smoothed in-plane (a canal is 10-20 mm across) and along z, weighted
     # softly towards the trunk's left-right centre (sd 60 mm; scoliosis and rotation stay in)
     zsize = 2 * max(1, int(round(15.0 / (dz * step)))) + 1 if len(zs) > 1 else 1
@@ -213,14 +217,20 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
                  canal=canal_rc, body=body, span=span, profile=profile)
 
 
-def _slab_mean(a: np.ndarray, zs: np.ndarray, half: int) -> np.ndarray:
-    """Mean of ``a`` (z, rows, cols) over slices z-half..z+half (clipped to the volume) at each z in ``zs``."""
+def _slab_mean(a: np.ndarray, step: int, half: int) -> np.ndarray:
+    """Mean of ``a`` (z, rows, cols) over a slab of about 2 * half + 1 slices centred on every
+    ``step``-th slice (0, step, 2 step, ...), from sums over blocks of ``step`` slices (one pass)."""
     nz = a.shape[0]
-    cs = np.zeros((nz + 1, *a.shape[1:]), np.float32)
-    np.cumsum(a, axis=0, dtype=np.float32, out=cs[1:])
-    lo = np.clip(zs - half, 0, nz)
-    hi = np.clip(zs + half + 1, 0, nz)
-    return (cs[hi] - cs[lo]) / (hi - lo)[:, None, None].astype(np.float32)
+    nb = -(-nz // step)
+    blocks = np.zeros((nb, *a.shape[1:]), np.float32)
+    np.add.reduceat(a, np.arange(0, nz, step), axis=0, dtype=np.float32, out=blocks)
+    counts = np.diff(np.append(np.arange(0, nz, step), nz)).astype(np.float32)
+    k = int(round(half / step))
+    cs = np.concatenate([np.zeros((1, *a.shape[1:]), np.float32), np.cumsum(blocks, axis=0, dtype=np.float32)])
+    cc = np.concatenate([[0.0], np.cumsum(counts)])
+    lo = np.clip(np.arange(nb) - k, 0, nb)
+    hi = np.clip(np.arange(nb) + k + 1, 0, nb)
+    return (cs[hi] - cs[lo]) / (cc[hi] - cc[lo]).astype(np.float32)[:, None, None]
 
 
 def _track(rc: np.ndarray, dz: float, pr: float, pc: float) -> np.ndarray:
