@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from l3seg_lib.config import Params, save_params
-from l3seg_lib.evaluation.compare import retrain_and_compare
+from l3seg_lib.training.compare import retrain_and_compare
 from l3seg_lib.training.optimize import cv_objective, run_search
 
 

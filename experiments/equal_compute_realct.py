@@ -23,8 +23,8 @@ from realct_check import (  # experiments/, beside this script
     load_tissue_crop,
 )
 
-from l3seg_lib.evaluation.compare import model_folder
-from l3seg_lib.evaluation.metrics import TISSUES
+from l3seg_lib.training.compare import model_folder
+from l3seg_lib.metrics import TISSUES
 from l3seg_lib.inference.predictor import Predictor
 
 

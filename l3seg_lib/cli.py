@@ -78,8 +78,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_measure(args: argparse.Namespace) -> int:
     from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
-    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
     from l3seg_lib.measurement.inputs import load_label_map
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.measurement.orchestration import measure_folder
 
     params = load_params(args.params) if args.params else None
     comp = params.composition if params else CompositionConfig()
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="l3seg", description="CT body composition at L3: segmentation of skeletal "
                                  "muscle, SAT and VAT, areas, SMI, muscle density and cut-off verdicts.")
     sub = ap.add_subparsers(dest="command", required=True)
+    # defaults come from the params dataclasses (config imports neither torch nor an image library)
+    from l3seg_lib.config import Params
+
+    defaults = Params()
+    phantom = defaults.data.phantom
 
     from l3seg_lib.pipeline.runner import (
         NOTEBOOKS,  # a constant; papermill is imported only when running
@@ -186,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write the synthetic L3 data set (DICOM + NIfTI labels)")
     p.add_argument("out")
-    p.add_argument("--patients", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--matrix", type=int, default=512)
-    p.add_argument("--min-slices", type=int, default=1)
-    p.add_argument("--max-slices", type=int, default=3)
+    p.add_argument("--patients", type=int, default=phantom.n_patients, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=phantom.seed, help="(default: %(default)s)")
+    p.add_argument("--matrix", type=int, default=phantom.matrix, help="(default: %(default)s)")
+    p.add_argument("--min-slices", type=int, default=phantom.slices_per_patient[0], help="(default: %(default)s)")
+    p.add_argument("--max-slices", type=int, default=phantom.slices_per_patient[1], help="(default: %(default)s)")
     p.add_argument("--realism", action="store_true", help="add ribs, arms, organs, contrast, kernels, metal, ...")
     p.set_defaults(func=_cmd_generate)
 
@@ -205,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=int, default=0, help="slices either side of the vertebra's middle")
     p.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"), help="PNG pixel spacing")
     p.add_argument("--png-window", type=float, nargs=2, metavar=("LO_HU", "HI_HU"), help="PNG export window")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
     p.add_argument("--no-hu-check", action="store_true", help="accept images without air near -1000 HU")
     p.set_defaults(func=_cmd_predict)
 

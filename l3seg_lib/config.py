@@ -17,9 +17,7 @@ from typing import Any
 import yaml
 
 from l3seg_lib.errors import L3SegConfigError
-
-CLASS_NAMES = ("background", "muscle", "sat", "vat")
-"""Output classes, in label order: 0 background, 1 skeletal muscle, 2 SAT, 3 VAT."""
+from l3seg_lib.tissues import CLASS_NAMES, DEFAULT_HU_RANGES, complete_hu_ranges
 
 
 @dataclass
@@ -177,19 +175,24 @@ class OptimizeConfig:
     """Seeds each setting is retrained with for the comparison (params.seed, +1, ...)."""
 
 
+CUTOFF_SET_NAMES = ("martin2013", "fearon2011")
+"""The cut-off sets of :data:`l3seg_lib.measurement.composition.CUTOFF_SETS` (a test checks they
+agree), named here so that a params file is checked when it is loaded, not when first measured."""
+
+
 @dataclass
 class CompositionConfig:
-    hu_ranges: dict[str, tuple[float, float]] = field(
-        default_factory=lambda: {
-            "muscle": (-29.0, 150.0),
-            "sat": (-190.0, -30.0),
-            "imat": (-190.0, -30.0),
-            "vat": (-150.0, -50.0),
-        }
-    )
-    """HU ranges of the Alberta protocol used for threshold refinement and IMAT."""
+    hu_ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_HU_RANGES))
+    """HU ranges (low, high, inclusive) for threshold refinement and IMAT; tissues not given keep
+    the Alberta protocol defaults of :data:`l3seg_lib.tissues.DEFAULT_HU_RANGES`."""
     cutoffs: str = "martin2013"
-    """Named cut-off set from ``l3seg_lib.composition.CUTOFF_SETS``."""
+    """Named cut-off set: one of :data:`CUTOFF_SET_NAMES` (``l3seg_lib.measurement.composition.CUTOFF_SETS``)."""
+
+    def __post_init__(self) -> None:
+        try:  # partial ranges ({muscle: [-30, 150]}) keep the other tissues' defaults, IMAT included
+            self.hu_ranges = complete_hu_ranges(self.hu_ranges)
+        except ValueError as exc:
+            raise L3SegConfigError(f"composition.hu_ranges: {exc}") from None
 
 
 @dataclass
@@ -393,6 +396,9 @@ def _validate(obj: Any, where: str) -> None:
                 raise bad(f"optimize.bounds.{k} must be [low, high] with low < high")
         if obj.acquisition not in ("ei", "ucb"):
             raise bad(f"optimize.acquisition must be ei or ucb, got {obj.acquisition!r}")
+    elif isinstance(obj, CompositionConfig):
+        if obj.cutoffs not in CUTOFF_SET_NAMES:
+            raise bad(f"composition.cutoffs must be one of {list(CUTOFF_SET_NAMES)}, got {obj.cutoffs!r}")
     elif isinstance(obj, LocalizeConfig):
         if obj.slice not in ("middle", "transverse_processes"):
             raise bad(f"localize.slice must be middle or transverse_processes, got {obj.slice!r}")

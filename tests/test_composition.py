@@ -78,6 +78,19 @@ def test_custom_ranges_and_png_density_rule(hand_slice):
         measure_slice(hu, labels[:5], (1, 1))
 
 
+def test_partial_ranges_keep_the_other_defaults_and_imat(hand_slice):
+    """{muscle: [-30, 150]} changes the muscle range only: SAT, VAT and IMAT keep the defaults."""
+    hu, labels = hand_slice
+    full = measure_slice(hu, labels, (1.0, 1.0))
+    part = measure_slice(hu, labels, (1.0, 1.0), {"muscle": (-30.0, 150.0)})
+    assert part["imat_cm2"] == full["imat_cm2"] > 0
+    assert {k: part[f"hu_range_{k}"] for k in ("sat", "vat", "imat")} == \
+        {k: full[f"hu_range_{k}"] for k in ("sat", "vat", "imat")} == {"sat": "-190..-30", "vat": "-150..-50", "imat": "-190..-30"}
+    assert part["hu_range_muscle"] == "-30..150"
+    with pytest.raises(ValueError, match="unknown tissue"):
+        measure_slice(hu, labels, (1.0, 1.0), {"fat": (-190.0, -30.0)})
+
+
 @pytest.mark.parametrize("sex, bmi, cut", [("M", 24.9, 43.0), ("M", 25.0, 53.0), ("F", 22.0, 41.0), ("F", 31.0, 41.0)])
 def test_sarcopenia_martin2013_both_sides(sex, bmi, cut):
     assert sarcopenia_martin2013(cut - 0.1, sex, bmi).value is True

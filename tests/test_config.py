@@ -91,3 +91,36 @@ def test_parse_override():
     assert parse_override("train.class_weights=[1, 2, 2, 1]") == ("train.class_weights", [1, 2, 2, 1])
     with pytest.raises(L3SegConfigError, match="expected key=value"):
         parse_override("train.epochs")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("composition:\n  cutoffs: martin2031\n", "composition.cutoffs must be one of ['martin2013', 'fearon2011'], "
+                                                  "got 'martin2031'"),
+        ("composition:\n  hu_ranges: {musle: [-29, 150]}\n", "composition.hu_ranges: unknown tissue(s) ['musle']"),
+        ("composition:\n  hu_ranges: {muscle: [150, -29]}\n", "HU range of muscle must be [low, high] with low < high"),
+    ],
+)
+def test_composition_params_checked_when_loaded(tmp_path, text, message):
+    """A bad cut-off set name or HU range is refused when the params file is loaded, naming the
+    file and the key, not after training when the composition is first computed."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(L3SegConfigError) as err:
+        load_params(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_partial_hu_ranges_are_completed_at_load(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("composition:\n  hu_ranges: {muscle: [-30, 150]}\n")
+    ranges = load_params(path).composition.hu_ranges
+    assert ranges["muscle"] == (-30.0, 150.0) and set(ranges) == set(Params().composition.hu_ranges)
+
+
+def test_cutoff_set_names_match_the_cutoff_sets():
+    from l3seg_lib.config import CUTOFF_SET_NAMES
+    from l3seg_lib.measurement.composition import CUTOFF_SETS
+
+    assert set(CUTOFF_SET_NAMES) == set(CUTOFF_SETS)

@@ -1,8 +1,10 @@
-"""The layout keeps its promises: inference apart from training, no library file tied to the
+"""The layout keeps its promises: layers that only import downwards (checked on the source, every
+import statement, in functions too), inference apart from training, no library file tied to the
 repository, and the README's layout matching the package tree."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -15,6 +17,134 @@ REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "l3seg_lib"
 TRAINING_STACK = ("torch", "albumentations", "sklearn", "bayes_opt", "papermill", "nbformat", "nbconvert", "seaborn",
                   "matplotlib")
+
+LAYERS = ("core", "imageio", "phantom", "data", "preprocessing", "localize", "inference", "models", "reporting",
+          "measurement", "evaluation", "training", "pipeline", "cli")
+"""The layer order, bottom first; the README's "Repository layout" lists the packages in this order.
+A module imports only from its own package or a package below it, never one above.
+
+- ``core``: the modules at the top of ``l3seg_lib/`` (errors, names, tissues, config,
+  dask_client): what every stage shares; no image library, no model runtime.
+- ``imageio`` -> ``phantom`` -> ``data``: reading and writing images; the synthetic data (it
+  needs only imageio, and ``data`` knows its label map for ``source: phantom``); what the inputs are.
+- ``preprocessing`` -> ``localize`` -> ``inference`` (-> ``models``, the shipped model files):
+  model input, which slices, running an ONNX model. Nothing here imports torch or training.
+- ``reporting`` -> ``measurement``: pictures and pages are drawn from plain arrays and tables;
+  measurement (predict, measure, remeasure) is built on inference and writes its reports with them.
+- ``evaluation`` -> ``training``: how good a model is reuses measurement's composition and
+  reporting's pictures; training (PyTorch) scores its networks with evaluation's metrics, and its
+  studies that retrain (cross-validation, baseline vs optimised, fine-tuning) sit on top.
+- ``pipeline`` -> ``cli``: the notebooks and the command line use everything.
+"""
+
+LAZY_IMPORTS = {
+    # (importing file, imported module): why it is imported inside a function (all are downward)
+    ("data/cases.py", "l3seg_lib.phantom.labels"): "only for source: phantom; real manifests never load the generator",
+    ("preprocessing/processed.py", "l3seg_lib.phantom"): "the generator, only when the built-in data is made",
+    ("localize/validation.py", "l3seg_lib.imageio.labels"): "the readers under test, only in the round-trip check",
+    ("localize/validation.py", "l3seg_lib.imageio.nifti"): "the readers under test, only in the round-trip check",
+    ("evaluation/realct.py", "l3seg_lib.reporting.overlays"): "Pillow pictures only when error pictures are drawn",
+    ("evaluation/realct.py", "l3seg_lib.inference.predictor"): "onnxruntime only when models are run",
+    ("pipeline/runner.py", "l3seg_lib.reporting.html"): "Jinja only when the run's index page is written",
+    ("training/finetune.py", "l3seg_lib.data.cases"): "the fine-tuning command's stack, loaded when it runs",
+    ("training/finetune.py", "l3seg_lib.data.manifest"): "the fine-tuning command's stack, loaded when it runs",
+    ("training/finetune.py", "l3seg_lib.evaluation.evaluate"): "the fine-tuning command's stack, loaded when it runs",
+    ("training/finetune.py", "l3seg_lib.preprocessing.processed"): "the fine-tuning command's stack, loaded when it runs",
+    ("training/finetune.py", "l3seg_lib.reporting.html"): "the fine-tuning command's stack, loaded when it runs",
+}
+"""Deliberate in-function imports of another package. ``cli.py`` is not listed: each command
+imports its own stack when it runs, which keeps torch, the training extra, papermill and
+scipy.signal out of ``predict`` and ``measure`` (checked by running them, below)."""
+
+
+def _layer_of(module: str) -> str | None:
+    """The layer of an ``l3seg_lib`` module name (None for other libraries)."""
+    parts = module.split(".")
+    if parts[0] != "l3seg_lib":
+        return None
+    if len(parts) == 1 or not (LIB / parts[1]).is_dir():
+        return "cli" if parts[1:2] == ["cli"] else "core"
+    return parts[1]
+
+
+def _imports(path: Path):
+    """(line, imported module, inside a function) of every l3seg_lib import in ``path``;
+    ``from l3seg_lib import phantom`` counts as importing ``l3seg_lib.phantom``."""
+    rel = path.relative_to(LIB)
+    package = ["l3seg_lib", *rel.parts[:-1]]
+
+    def visit(node: ast.AST, in_function: bool):
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    yield child.lineno, alias.name, in_function
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:  # relative: from the importing file's package
+                    up = package[: len(package) - (child.level - 1)]
+                    base = ".".join(up + ([child.module] if child.module else []))
+                if base == "l3seg_lib":
+                    for alias in child.names:
+                        yield child.lineno, f"l3seg_lib.{alias.name}", in_function
+                else:
+                    yield child.lineno, base, in_function
+            yield from visit(child, inner)
+
+    for line, module, lazy in visit(ast.parse(path.read_text(), str(path)), False):
+        if _layer_of(module) is not None:
+            yield line, module, lazy
+
+
+def _file_layer(path: Path) -> str:
+    rel = path.relative_to(LIB)
+    if len(rel.parts) > 1:
+        return rel.parts[0]
+    return "cli" if rel.stem == "cli" else "core"
+
+
+def test_every_package_has_a_layer():
+    packages = {p.parent.name for p in LIB.glob("*/__init__.py")}
+    assert packages <= set(LAYERS), f"packages without a layer in LAYERS: {sorted(packages - set(LAYERS))}"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    """Every import statement of every library file (module level and inside functions)."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = []
+    for path in sorted(LIB.rglob("*.py")):
+        own = _file_layer(path)
+        for line, module, lazy in _imports(path):
+            target = _layer_of(module)
+            if rank[target] > rank[own]:
+                upward.append(f"{path.relative_to(REPO)}:{line} ({own} imports {module}, {target} is above"
+                              f"{', inside a function' if lazy else ''})")
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_lazy_imports_of_other_packages_are_the_documented_ones():
+    found = set()
+    for path in sorted(LIB.rglob("*.py")):
+        rel = str(path.relative_to(LIB))
+        if rel == "cli.py":
+            continue
+        for line, module, lazy in _imports(path):
+            if lazy and _layer_of(module) != _file_layer(path):
+                found.add((rel, module))
+    assert found == set(LAZY_IMPORTS), (f"undocumented lazy imports: {sorted(found - set(LAZY_IMPORTS))}; "
+                                        f"listed but gone: {sorted(set(LAZY_IMPORTS) - found)}")
+
+
+def test_readme_lists_the_packages_in_layer_order():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Repository layout", 1)[1]
+    block = section.split("```", 2)[1]
+    folders = re.findall(r"^  (\w+)/", block, flags=re.MULTILINE)
+    assert ["core", *folders, "cli"] == list(LAYERS), folders
+    assert re.search(r"^  cli\.py", block, flags=re.MULTILINE)
+    for name in LAYERS:
+        assert f"`{name}`" in section, f"the README's layout section does not explain the layer {name}"
+
 
 _PROBE = """
 import json, sys

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from l3seg_lib.config import ModelConfig
-from l3seg_lib.evaluation.metrics import (
+from l3seg_lib.metrics import (
     areas_cm2,
     bland_altman,
     confusion_matrix,

@@ -187,7 +187,7 @@ def test_parallel_search_on_two_workers_resumes_exactly(tmp_path):
 
 
 def test_holm_and_paired_statistics():
-    from l3seg_lib.evaluation.compare import (
+    from l3seg_lib.training.compare import (
         comparison_conclusion,
         holm,
         paired_statistics,
@@ -255,7 +255,7 @@ def test_rank_agreement_among_the_best_settings_only():
 
 
 def test_conclusion_when_most_patients_lose_a_little_and_one_loses_much():
-    from l3seg_lib.evaluation.compare import comparison_conclusion, paired_statistics
+    from l3seg_lib.training.compare import comparison_conclusion, paired_statistics
 
     rows = [{"patient_id": f"p{i}", "seed": 1, "dice_muscle": 0.9 + 0.001 * i, "dice_sat": 0.95, "dice_vat": 0.9}
             for i in range(12)]

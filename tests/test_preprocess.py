@@ -121,3 +121,30 @@ def test_prepare_builtin_generates_once_and_then_reads(tmp_path):
     shutil.rmtree(tmp_path / "raw")  # a second call reads the processed folder and generates nothing
     again = prepare_builtin(tmp_path / "raw", tmp_path / "proc", p, progress=False)
     assert again.equals(first) and not (tmp_path / "raw").exists()
+
+
+def test_prepare_builtin_rebuilds_a_folder_made_with_other_params(tmp_path):
+    import json
+
+    from l3seg_lib.config import Params
+    from l3seg_lib.preprocessing.processed import load_arrays, prepare_builtin, processed_record
+
+    p = Params()
+    p.data.phantom.n_patients, p.data.phantom.matrix, p.data.phantom.slices_per_patient = 2, 128, [1, 1]
+    p.preprocess.image_size, p.preprocess.pixel_mm = 160, 1.5
+    first = prepare_builtin(tmp_path / "raw", tmp_path / "proc", p, progress=False)
+    assert processed_record(tmp_path / "proc")["preprocess"]["pixel_mm"] == 1.5
+    raw_made = (tmp_path / "raw" / "manifest.csv").stat().st_mtime_ns
+
+    p.preprocess.pixel_mm = 3.0  # another scale: the processed folder is rebuilt, the raw data kept
+    second = prepare_builtin(tmp_path / "raw", tmp_path / "proc", p, progress=False)
+    assert processed_record(tmp_path / "proc")["preprocess"]["pixel_mm"] == 3.0
+    assert (second["eff_spacing_row_mm"] > first["eff_spacing_row_mm"]).all()
+    assert (tmp_path / "raw" / "manifest.csv").stat().st_mtime_ns == raw_made
+    assert (second["eff_spacing_row_mm"] > 2.9).all() and (first["eff_spacing_row_mm"] < 2.9).all()
+    assert load_arrays(tmp_path / "proc", second.iloc[0])["image"].shape == (160, 160)
+
+    p.data.phantom.n_patients = 3  # another phantom: raw regenerated too
+    third = prepare_builtin(tmp_path / "raw", tmp_path / "proc", p, progress=False)
+    assert third["patient_id"].nunique() == 3
+    assert json.loads((tmp_path / "raw" / "phantom.json").read_text())["n_patients"] == 3

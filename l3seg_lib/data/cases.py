@@ -70,11 +70,6 @@ def load_entry(entry: ManifestEntry, data: DataConfig, require_mask: bool = True
             for i in indices]
 
 
-def load_row(row: pd.Series, data: DataConfig, require_mask: bool = True) -> list[Case]:
-    """Load the case(s) of one row of :func:`l3seg_lib.data.manifest.read_manifest`."""
-    return load_entry(entry_from_row(row), data, require_mask)
-
-
 def iter_manifest(manifest: pd.DataFrame, data: DataConfig, require_mask: bool = True) -> Iterator[Case]:
     source = manifest.attrs.get("source")
     for _, row in manifest.iterrows():

@@ -11,8 +11,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from l3seg_lib.config import CompositionConfig
-from l3seg_lib.evaluation.metrics import (
-    TISSUES,
+from l3seg_lib.metrics import (
     confusion_matrix,
     per_patient,
     slice_metrics,
@@ -20,6 +19,7 @@ from l3seg_lib.evaluation.metrics import (
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.composition import assess, measure_slice
 from l3seg_lib.preprocessing.processed import load_arrays
+from l3seg_lib.tissues import TISSUES
 
 COMPOSITION_KEYS = ("sma_refined_cm2", "sat_refined_cm2", "vat_refined_cm2", "imat_cm2", "muscle_refined_hu_mean")
 VERDICTS = ("sarcopenia", "sarcopenic_obesity", "myosteatosis", "visceral_obesity")

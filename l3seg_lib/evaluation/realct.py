@@ -48,13 +48,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from l3seg_lib.config import CompositionConfig
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.evaluation.metrics import TISSUES, areas_cm2, confusion_matrix, dice_iou
+from l3seg_lib.metrics import areas_cm2, confusion_matrix, dice_iou
 from l3seg_lib.imageio.labels import combine_binary_masks, read_mask_for
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.inference.model_file import ModelInfo
-from l3seg_lib.measurement.composition import DEFAULT_HU_RANGES
+from l3seg_lib.tissues import DEFAULT_HU_RANGES, TISSUES
 
 __all__ = [
     "HU_RANGES", "NOISE_FLOOR", "REAL_SETS", "TISSUE_TITLES", "RealSet", "RealSlice", "area_error",
@@ -63,11 +62,9 @@ __all__ = [
     "regression_noise", "score_slice", "summarize",
 ]
 
-HU_RANGES: dict[str, tuple[float, float]] = {t: CompositionConfig().hu_ranges[t] for t in TISSUES}
-"""HU range (inclusive, HU) per tissue for the refinement: the project's composition config, which
-``measure`` uses (muscle -29..150, SAT -190..-30, VAT -150..-50)."""
-if any(tuple(HU_RANGES[t]) != tuple(DEFAULT_HU_RANGES[t]) for t in TISSUES):  # pragma: no cover - a config drift
-    raise RuntimeError(f"composition HU ranges {HU_RANGES} differ from measure_slice's {DEFAULT_HU_RANGES}")
+HU_RANGES: dict[str, tuple[float, float]] = {t: DEFAULT_HU_RANGES[t] for t in TISSUES}
+"""HU range (inclusive, HU) per tissue for the refinement: the defaults of :mod:`l3seg_lib.tissues`,
+which ``measure`` uses (muscle -29..150, SAT -190..-30, VAT -150..-50)."""
 
 NOISE_FLOOR = 0.005
 """Smallest noise (Dice) of a model-vs-baseline difference: smaller differences are never regressions."""

@@ -1,4 +1,5 @@
-"""CT images in one canonical orientation: the image classes, orientation and plausibility checks.
+"""CT images in one canonical orientation: the image classes, their typed metadata, orientation
+and plausibility checks.
 
 Readers (:mod:`.dicom`, :mod:`.nifti`, :mod:`.png`, one entry point in :mod:`.reader`) return
 every image in one canonical orientation, whatever its source:
@@ -6,11 +7,18 @@ arrays are indexed ``[z, row, col]`` (or ``[row, col]`` for one slice) with rows
 anterior -> posterior, columns patient right -> left (the radiological view) and z inferior ->
 superior. Pixel spacing is ``(row_mm, col_mm)``: the distance between rows, then between columns.
 Values are HU, from RescaleSlope/RescaleIntercept (DICOM) or the stored scaling (NIfTI).
+
+As in TorchIO's and MONAI's images, the geometry lives in one place, the affine: ``spacing_mm``
+is derived from it (a spacing given to the constructor must agree with it). What else is known of
+an image travels in :class:`ImageMeta` (source files, the DICOM headers kept in memory, the
+acquisition fields, series notes, skipped files, HU calibration), kept by :meth:`CTVolume.slice`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,28 +34,185 @@ AIR_HU = -1000.0
 LOWEST_HU = -1024.0
 
 
+# --------------------------------------------------------------------------------------------
+# typed metadata
+
+
+@dataclass
+class Acquisition:
+    """Patient and acquisition attributes as written in the DICOM file (strings, ``None`` when
+    absent; interpreted, with plausibility rules, by :mod:`l3seg_lib.data.clinical` and the
+    review flags)."""
+
+    patient_sex: str | None = None
+    patient_age: str | None = None
+    patient_size: str | None = None
+    patient_weight: str | None = None
+    study_date: str | None = None
+    series_description: str | None = None
+    series_number: str | None = None
+    kvp: str | None = None
+    convolution_kernel: str | None = None
+    manufacturer: str | None = None
+    slice_thickness: str | None = None
+    contrast_agent: str | None = None
+    contrast_route: str | None = None
+    image_type: str | None = None
+
+
+ACQUISITION_KEYWORDS = {"PatientSex": "patient_sex", "PatientAge": "patient_age", "PatientSize": "patient_size",
+                        "PatientWeight": "patient_weight", "StudyDate": "study_date",
+                        "SeriesDescription": "series_description", "SeriesNumber": "series_number", "KVP": "kvp",
+                        "ConvolutionKernel": "convolution_kernel", "Manufacturer": "manufacturer",
+                        "SliceThickness": "slice_thickness", "ContrastBolusAgent": "contrast_agent",
+                        "ContrastBolusRoute": "contrast_route", "ImageType": "image_type"}
+"""DICOM keyword -> :class:`Acquisition` field."""
+_FIELD_KEYS = {"files": "source_files", "SeriesInstanceUID": "series_uid", "series_notes": "series_notes",
+               "skipped": "skipped", "hu_calibrated": "hu_calibrated", "png_window_hu": "png_window_hu"}
+"""Mapping keys (the names of the former free ``meta`` dict) -> :class:`ImageMeta` fields."""
+
+
+@dataclass
+class ImageMeta(Mapping):
+    """What is known of an image besides its pixels and geometry.
+
+    Also readable as a mapping by the DICOM keywords of :data:`ACQUISITION_KEYWORDS` and the
+    names ``files``, ``SeriesInstanceUID``, ``series_notes``, ``skipped``, ``hu_calibrated``,
+    ``png_window_hu`` (what :func:`l3seg_lib.data.clinical.clinical_for` and the review flags read);
+    keys whose value is unknown are absent.
+    """
+
+    source_files: list[str] | None = None
+    """Per slice, the single-frame DICOM file it came from (``""`` for a frame of a multi-frame file)."""
+    datasets: list[Any] | None = field(default=None, repr=False, compare=False)
+    """Per slice, its DICOM header as read (pixel data dropped; None for a frame of a
+    multi-frame file): the source of DICOM SEG/SR, without reading the file again."""
+    acquisition: Acquisition = field(default_factory=Acquisition)
+    series_uid: str | None = None
+    series_notes: list[str] | None = None
+    """Duplicate positions, uneven spacing, tilt (series only)."""
+    skipped: list[dict[str, str]] | None = None
+    """Files of a series folder left out, with the reason (series only)."""
+    hu_calibrated: bool = True
+    """False when HU were reconstructed from an 8-bit windowed PNG (values outside the export
+    window are clipped to its edges)."""
+    png_window_hu: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else (e.g. ``variant`` of the localiser's validation volumes)."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> ImageMeta:
+        """From the names of the mapping view (or another ImageMeta: a copy)."""
+        if isinstance(values, ImageMeta):
+            return values.copy()
+        meta = cls()
+        for key, value in (values or {}).items():
+            meta[key] = value
+        return meta
+
+    def copy(self, index: int | None = None) -> ImageMeta:
+        """A copy (lists copied); with ``index``, the per-slice lists narrowed to that slice."""
+        new = dataclasses.replace(self, acquisition=dataclasses.replace(self.acquisition), extra=dict(self.extra))
+        for name in ("source_files", "datasets", "series_notes", "skipped"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(new, name, list(value))
+        if index is not None:
+            for name in ("source_files", "datasets"):
+                value = getattr(self, name)
+                if value is not None:
+                    setattr(new, name, [value[index]] if index < len(value) else [])
+        return new
+
+    def file_of(self, index: int) -> str:
+        """The single-frame DICOM file of slice ``index`` (``""`` when there is none)."""
+        files = self.source_files or []
+        return files[index] if index < len(files) else ""
+
+    def dataset_of(self, index: int) -> Any:
+        """The DICOM header of slice ``index`` kept in memory (None when there is none)."""
+        datasets = self.datasets or []
+        return datasets[index] if index < len(datasets) else None
+
+    # -- mapping view --
+
+    def _get(self, key: str) -> Any:
+        if key in ACQUISITION_KEYWORDS:
+            return getattr(self.acquisition, ACQUISITION_KEYWORDS[key])
+        if key in _FIELD_KEYS:
+            return getattr(self, _FIELD_KEYS[key])
+        return self.extra.get(key)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in (*ACQUISITION_KEYWORDS, *_FIELD_KEYS, *self.extra) if self._get(k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in ACQUISITION_KEYWORDS:
+            setattr(self.acquisition, ACQUISITION_KEYWORDS[key], value)
+        elif key in _FIELD_KEYS:
+            setattr(self, _FIELD_KEYS[key], value)
+        else:
+            self.extra[key] = value
+
+
+def spacing_from_affine(affine: np.ndarray, n_axes: int) -> tuple[float, ...]:
+    """Voxel size (mm) of the canonical (col, row, z) affine in array order: (z, row, col) for a
+    volume (``n_axes=3``), (row, col) for a slice."""
+    zooms = voxel_sizes(affine)
+    return (float(zooms[2]), float(zooms[1]), float(zooms[0]))[3 - n_axes:]
+
+
+def _geometry(affine: np.ndarray | None, spacing: tuple[float, ...] | None, n_axes: int, source: str) -> np.ndarray:
+    """The affine of an image: the given one (a given spacing must agree with it), or, without one,
+    an axis-aligned canonical affine from the spacing."""
+    if affine is None:
+        s = tuple(float(v) for v in (spacing or (1.0,) * n_axes))
+        dz, dr, dc = s if n_axes == 3 else (1.0, *s)
+        return np.diag([-dc, -dr, dz, 1.0])
+    affine = np.asarray(affine, dtype=float)
+    if spacing is not None:
+        derived = spacing_from_affine(affine, n_axes)
+        if not np.allclose(np.asarray(spacing, float), derived, rtol=1e-4, atol=1e-6):
+            raise ValueError(f"{source}: spacing {tuple(spacing)} mm disagrees with the affine's {derived} mm")
+    return affine
+
+
 @dataclass
 class CTImage:
     """One axial CT slice.
 
-    ``hu`` is float32 HU with shape (rows, cols) in canonical orientation; ``spacing_mm`` is
-    (row spacing, column spacing) in mm; ``affine`` maps (col, row, 0) indices to RAS mm.
+    ``hu`` is float32 HU with shape (rows, cols) in canonical orientation; ``affine`` maps
+    (col, row, 0) indices to RAS mm; ``spacing_mm`` (row spacing, column spacing, mm) is derived
+    from it. ``hu_calibrated`` lives in :attr:`meta` (given here, it is stored there).
     """
 
     hu: np.ndarray
-    spacing_mm: tuple[float, float]
-    patient_id: str
-    slice_id: str
-    source: str
-    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    spacing_mm: InitVar[tuple[float, float] | None] = None
+    patient_id: str = ""
+    slice_id: str = ""
+    source: str = ""
+    affine: np.ndarray | None = None
     slice_location_mm: float | None = None
-    hu_calibrated: bool = True
-    """False when HU were reconstructed from an 8-bit windowed PNG (values outside the
-    export window are clipped to its edges)."""
+    hu_calibrated: InitVar[bool | None] = None
     stored_transform: np.ndarray | None = None
     """nibabel orientation transform from the file's stored pixel order to canonical order;
     used to bring masks stored in the same pixel order (PNG, Slice-O-Matic .tag) into line."""
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: ImageMeta = field(default_factory=ImageMeta)
+
+    def __post_init__(self, spacing_mm, hu_calibrated):
+        self.affine = _geometry(self.affine, spacing_mm, 2, self.source)
+        self.meta = ImageMeta.from_mapping(self.meta)
+        if hu_calibrated is not None:
+            self.meta.hu_calibrated = bool(hu_calibrated)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -73,6 +238,12 @@ class CTImage:
         return np.ascontiguousarray(out[:, :, 0].T)
 
 
+CTImage.spacing_mm = property(lambda self: spacing_from_affine(self.affine, 2),  # type: ignore[assignment]
+                              doc="(row, col) spacing in mm, from the affine.")
+CTImage.hu_calibrated = property(lambda self: self.meta.hu_calibrated,  # type: ignore[assignment]
+                                 doc="False when HU were reconstructed from an 8-bit windowed PNG.")
+
+
 def invert_orientation(transform: np.ndarray) -> np.ndarray:
     """The nibabel orientation transform that undoes ``transform``."""
     inverse = np.empty_like(transform)
@@ -83,26 +254,31 @@ def invert_orientation(transform: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CTVolume:
-    """A stack of axial CT slices, ``hu`` shaped (z, rows, cols) in canonical orientation."""
+    """A stack of axial CT slices, ``hu`` shaped (z, rows, cols) in canonical orientation;
+    ``affine`` maps canonical (col, row, z) indices to RAS mm and ``spacing_mm`` ((z, row, col)
+    mm) is derived from it."""
 
     hu: np.ndarray
-    spacing_mm: tuple[float, float, float]
-    """(z, row, col) spacing in mm."""
-    patient_id: str
-    source: str
-    affine: np.ndarray
-    """Maps canonical (col, row, z) indices to RAS mm."""
-    slice_ids: list[str]
-    slice_locations_mm: list[float]
+    spacing_mm: InitVar[tuple[float, float, float] | None] = None
+    patient_id: str = ""
+    source: str = ""
+    affine: np.ndarray | None = None
+    slice_ids: list[str] = field(default_factory=list)
+    slice_locations_mm: list[float] = field(default_factory=list)
     stored_transform: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: ImageMeta = field(default_factory=ImageMeta)
+
+    def __post_init__(self, spacing_mm):
+        self.affine = _geometry(self.affine, spacing_mm, 3, self.source)
+        self.meta = ImageMeta.from_mapping(self.meta)
 
     @property
     def n_slices(self) -> int:
         return int(self.hu.shape[0])
 
     def slice(self, index: int) -> CTImage:
-        """Slice ``index`` (canonical order, inferior -> superior) as a :class:`CTImage`."""
+        """Slice ``index`` (canonical order, inferior -> superior) as a :class:`CTImage`, with its
+        metadata (calibration included; source file and header narrowed to that slice)."""
         if not 0 <= index < self.n_slices:
             raise L3SegInputError(self.source, f"slice index {index} is outside 0..{self.n_slices - 1}")
         affine = self.affine.copy()
@@ -112,15 +288,18 @@ class CTVolume:
             stored_2d = self.stored_transform.copy()
         return CTImage(
             hu=self.hu[index],
-            spacing_mm=(self.spacing_mm[1], self.spacing_mm[2]),
             patient_id=self.patient_id,
             slice_id=self.slice_ids[index],
             source=self.source,
             affine=affine,
             slice_location_mm=self.slice_locations_mm[index],
             stored_transform=stored_2d,
-            meta=dict(self.meta),
+            meta=self.meta.copy(index),
         )
+
+
+CTVolume.spacing_mm = property(lambda self: spacing_from_affine(self.affine, 3),  # type: ignore[assignment]
+                               doc="(z, row, col) spacing in mm, from the affine.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,27 +424,19 @@ def check_plausible_hu(hu: np.ndarray, source: str, ignore: np.ndarray | None = 
 
 
 def slice_as_volume(image: CTImage) -> CTVolume:
-    """Wrap one slice as a one-slice :class:`CTVolume`."""
-    zooms = voxel_sizes(image.affine)
-    stored = None
-    if image.stored_transform is not None:
-        stored = image.stored_transform
-    vol = CTVolume(
+    """Wrap one slice as a one-slice :class:`CTVolume` (its metadata, calibration included)."""
+    return CTVolume(
         hu=image.hu[None],
-        spacing_mm=(float(zooms[2]), image.spacing_mm[0], image.spacing_mm[1]),
         patient_id=image.patient_id,
         source=image.source,
         affine=image.affine,
         slice_ids=[image.slice_id],
         slice_locations_mm=[image.slice_location_mm if image.slice_location_mm is not None else 0.0],
-        stored_transform=stored,
-        meta=dict(image.meta),
+        stored_transform=image.stored_transform,
+        meta=image.meta.copy(),
     )
-    vol.meta["hu_calibrated"] = image.hu_calibrated
-    return vol
 
 
 def volume_slices(volume: CTVolume) -> list[CTImage]:
-    """All slices of a volume, keeping the PNG calibration flag."""
-    calibrated = volume.meta.get("hu_calibrated", True)
-    return [replace(volume.slice(i), hu_calibrated=calibrated) for i in range(volume.n_slices)]
+    """All slices of a volume (each keeps the volume's metadata, calibration included)."""
+    return [volume.slice(i) for i in range(volume.n_slices)]

@@ -9,7 +9,12 @@ Extended, see :mod:`.codecs`); RLE, deflate and the uncompressed syntaxes native
 A series folder may hold more than the axial CT images: localizers (scouts), dose reports,
 secondary captures and other series are skipped and listed (``volume.meta["skipped"]``). When
 several axial CT series are eligible, :func:`choose_series` picks one by a documented rule.
-Duplicate positions, uneven spacing and gantry tilt are reported in ``volume.meta["series_notes"]``.
+Duplicate positions, uneven spacing and gantry tilt are reported in ``volume.meta.series_notes``.
+
+Each file is parsed once: a folder's files are parsed while they are grouped into series (their
+pixel data deferred, :data:`DEFER_BYTES`), the chosen series' pixel data fetched and decoded from
+those datasets slice by slice, and the headers (pixel data dropped) kept in ``volume.meta.datasets``
+for the DICOM SEG/SR written from the measured slices.
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ from pydicom.uid import UID
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio import codecs
 from l3seg_lib.imageio.ct import (
+    ACQUISITION_KEYWORDS,
     LOWEST_HU,
     MAX_AXIAL_TILT_DEG,
     CTImage,
     CTVolume,
+    ImageMeta,
     canonicalize,
     check_pixel_spacing,
     check_plausible_hu,
-    voxel_sizes,
+    slice_as_volume,
 )
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -74,9 +81,7 @@ def _require(ds: pydicom.Dataset, keyword: str, path: Path, why: str) -> Any:
     return value
 
 
-DICOM_META_KEYWORDS = ("PatientSex", "PatientAge", "PatientSize", "PatientWeight", "StudyDate", "SeriesDescription",
-                       "SeriesNumber", "KVP", "ConvolutionKernel", "Manufacturer", "SliceThickness",
-                       "ContrastBolusAgent", "ContrastBolusRoute", "ImageType")
+DICOM_META_KEYWORDS = tuple(ACQUISITION_KEYWORDS)
 
 
 def dicom_meta(ds: pydicom.Dataset) -> dict[str, Any]:
@@ -89,6 +94,24 @@ def dicom_meta(ds: pydicom.Dataset) -> dict[str, Any]:
             continue
         meta[keyword] = "\\".join(str(v) for v in value) if isinstance(value, pydicom.multival.MultiValue) else str(value)
     return meta
+
+
+def image_meta(ds: pydicom.Dataset, **fields: Any) -> ImageMeta:
+    """Typed metadata of an image read from ``ds`` (its acquisition fields as written) and ``fields``."""
+    meta = ImageMeta(**fields)
+    for keyword, value in dicom_meta(ds).items():
+        meta[keyword] = value
+    return meta
+
+
+def header_only(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """``ds`` with its pixel data dropped (kept as the source of DICOM SEG/SR, small)."""
+    if "PixelData" in ds:
+        del ds.PixelData
+    for cached in ("_pixel_array", "_pixel_id"):
+        if hasattr(ds, cached):
+            setattr(ds, cached, None if cached == "_pixel_array" else {})
+    return ds
 
 
 def _orientation(iop: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -308,18 +331,40 @@ def read_dicom(path: str | Path, check_hu: bool = True) -> CTImage:
     """Read one axial single-frame CT DICOM file to HU (RescaleSlope/RescaleIntercept), canonical
     orientation. Padding pixels (PixelPaddingValue) become -1024 HU."""
     path = Path(path)
+    ds = _read_checked(path)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise L3SegInputError(path, "multi-frame (enhanced) CT: read it as a volume (read_image / read_dicom_volume)")
+    return _single_image(path, ds, check_hu)
+
+
+def _read_checked(path: Path) -> pydicom.Dataset:
+    """The whole file (read once), refused when it is not an axial CT image."""
     if not path.is_file():
         raise L3SegInputError(path, "file not found")
     ds = _dcmread(path)
     reason = skip_reason(ds)
     if reason is not None:
         raise L3SegInputError(path, reason)
+    return ds
+
+
+def read_dicom_file(path: str | Path, check_hu: bool = True) -> CTVolume:
+    """One DICOM file, read once, as a volume: a single-frame CT slice (a one-slice volume) or an
+    enhanced multi-frame CT."""
+    path = Path(path)
+    ds = _read_checked(path)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise L3SegInputError(path, "multi-frame (enhanced) CT: read it as a volume (read_image / read_dicom_volume)")
+        return _assemble(path, _enhanced_slices(path, ds), check_hu, [])
+    return slice_as_volume(_single_image(path, ds, check_hu))
+
+
+def _single_image(path: Path, ds: pydicom.Dataset, check_hu: bool) -> CTImage:
     sl = _single_frame_slice(path, ds)
     stored = _decode(ds, path)
     pad = padding_mask(ds, stored)
     hu = (stored.astype(np.float32) * sl.slope + sl.intercept).astype(np.float32)
+    del stored
+    header_only(ds)
     if check_hu:
         check_plausible_hu(hu, str(path), pad, _intercept_hint({sl.intercept}))
     if pad is not None:
@@ -328,17 +373,15 @@ def read_dicom(path: str | Path, check_hu: bool = True) -> CTImage:
     affine = dicom_affine(sl.row_cos, sl.col_cos, sl.position, sl.spacing,
                           np.cross(sl.row_cos, sl.col_cos) * (sl.thickness or 1.0))
     xyz, can_affine, transform = canonicalize(hu.T[:, :, None], affine, str(path))
-    zooms = voxel_sizes(can_affine)
     return CTImage(
         hu=np.ascontiguousarray(xyz[:, :, 0].T),
-        spacing_mm=(float(zooms[1]), float(zooms[0])),
         patient_id=str(ds.get("PatientID", "") or path.parent.name),
         slice_id=str(ds.get("SOPInstanceUID", "") or path.stem),
         source=str(path),
         affine=can_affine,
         slice_location_mm=float(sl.position[2]),
         stored_transform=transform,
-        meta={**dicom_meta(ds), "files": [str(path)]},
+        meta=image_meta(ds, source_files=[str(path)], datasets=[ds]),
     )
 
 
@@ -422,12 +465,40 @@ SERIES_RULE = ("original images before derived ones; soft-tissue kernels before 
 
 
 def scan_folder(folder: str | Path) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
-    """The eligible axial CT series in a folder, and the files skipped with the reason."""
+    """The eligible axial CT series in a folder, and the files skipped with the reason. Each file
+    is parsed once, its pixel data deferred (:func:`_read_whole`); files without the DICOM preamble
+    are passed over, as :func:`list_dicom_files` does."""
     folder = Path(folder)
-    files = list_dicom_files(folder)
-    if not files:
+    if not folder.is_dir():
+        raise L3SegInputError(folder, "folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    candidates, skipped = group_series(files, whole=True)
+    if not candidates and all(why is None for _, why in skipped):
         raise L3SegInputError(folder, "contains no DICOM files")
-    return group_series(files)
+    return candidates, [(name, why) for name, why in skipped if why is not None]
+
+
+DEFER_BYTES = 64 * 1024
+"""Values larger than this (the pixel data) are read when they are decoded, not while a folder
+is scanned: the headers of a whole folder are parsed once, and its pixels are not held in memory
+before the chosen series is decoded slice by slice."""
+
+
+def _read_whole(path: Path) -> pydicom.Dataset | None:
+    """The file parsed once, its pixel data deferred (:data:`DEFER_BYTES`: fetched when decoded),
+    or None when it is not a DICOM file (no preamble). When only the pixel data is unreadable,
+    its header: the series is refused when it is decoded."""
+    try:
+        return pydicom.dcmread(path, defer_size=DEFER_BYTES)
+    except pydicom.errors.InvalidDicomError:
+        try:
+            if not pydicom.misc.is_dicom(path):
+                return None
+        except OSError as exc:
+            raise L3SegInputError(path, f"cannot be read ({exc})") from None
+        return _dcmread(path, stop_before_pixels=True)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+        return _dcmread(path, stop_before_pixels=True)
 
 
 GEOMETRY_KEY = ("FrameOfReferenceUID", "PatientID", "StudyInstanceUID", "SeriesNumber", "SeriesDescription",
@@ -462,17 +533,22 @@ def series_key(ds: pydicom.Dataset) -> str:
     return f"geometry-{frame}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def group_series(files: list[Path]) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
+def group_series(files: list[Path], whole: bool = False) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
     """DICOM files grouped into eligible axial CT series by :func:`series_key` (each enhanced
     multi-frame file is a volume of its own), and the files skipped with the reason (unreadable,
-    or not an axial CT image: :func:`skip_reason`). Only headers are read."""
+    or not an axial CT image: :func:`skip_reason`). Only headers are read; with ``whole``, whole
+    files (kept for decoding, so that each file is read once), and files that are not DICOM at
+    all are listed with the reason None."""
     by_series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
     skipped: list[tuple[str, str]] = []
     for p in files:
         try:
-            ds = _dcmread(p, stop_before_pixels=True)
+            ds = _read_whole(p) if whole else _dcmread(p, stop_before_pixels=True)
         except L3SegInputError as exc:
             skipped.append((p.name, exc.problem))
+            continue
+        if ds is None:
+            skipped.append((p.name, None))  # type: ignore[arg-type]
             continue
         reason = skip_reason(ds)
         if reason is not None:
@@ -521,7 +597,8 @@ def read_dicom_files(files: list[str | Path], source: str | Path | None = None, 
     if not paths:
         raise L3SegInputError(source or "-", "no DICOM files given")
     source = Path(source) if source is not None else paths[0].parent
-    candidates, skipped = group_series(paths)
+    candidates, skipped = group_series(paths, whole=True)
+    skipped = [(name, why if why is not None else "not a DICOM file") for name, why in skipped]
     if not candidates:
         listing = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
         raise L3SegInputError(source, f"holds no axial CT image series ({listing})")
@@ -535,7 +612,7 @@ def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipp
     slices: list[_Slice] = []
     for p, ds in chosen.files:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            slices += _enhanced_slices(p, _dcmread(p))
+            slices += _enhanced_slices(p, ds if "PixelData" in ds else _dcmread(p))
         else:
             slices.append(_single_frame_slice(p, ds))
     return _assemble(source, slices, check_hu, skipped)
@@ -603,7 +680,7 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
     datasets: dict[Path, pydicom.Dataset] = {}
     for k, s in enumerate(slices):
         if s.frame is None:
-            ds = _dcmread(s.path)
+            ds = s.header if "PixelData" in s.header else _dcmread(s.path)  # read while scanning, or read now
             stored = _decode(ds, s.path)
         else:
             if s.path not in decoded:
@@ -618,6 +695,11 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
             checked_pad.append(np.zeros(stored.shape, bool) if pad is None else pad)
         if pad is not None:
             hu[k][pad] = LOWEST_HU
+        if s.frame is None:
+            s.header = header_only(ds)  # the pixel bytes are not kept; the header is, for SEG/SR
+    for ds in datasets.values():
+        header_only(ds)
+    decoded.clear()
     if check_hu:  # on up to HU_CHECK_SLICES slices spread over the series
         check_plausible_hu(np.stack(checked), str(source), np.stack(checked_pad),
                            _intercept_hint({s.intercept for s in slices}))
@@ -626,16 +708,13 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
     xyz, can_affine, transform = canonicalize(hu.transpose(2, 1, 0), affine, str(source), contiguous=False)
     if transform[2, 1] < 0:  # slices were stored superior -> inferior along the canonical axis
         slices = slices[::-1]
-    zooms = voxel_sizes(can_affine)
     first = slices[0].header
-    meta = dicom_meta(first)
-    meta["skipped"] = [{"file": name, "reason": why} for name, why in skipped]
-    meta["series_notes"] = notes
-    meta["files"] = [str(s.path) if s.frame is None else "" for s in slices]  # per slice (single-frame files)
-    uid = str(first.get("SeriesInstanceUID", "") or "")
+    meta = image_meta(first, skipped=[{"file": name, "reason": why} for name, why in skipped], series_notes=notes,
+                      source_files=[str(s.path) if s.frame is None else "" for s in slices],  # per slice
+                      datasets=[s.header if s.frame is None else None for s in slices],
+                      series_uid=str(first.get("SeriesInstanceUID", "") or ""))
     return CTVolume(
         hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),  # no copy when the series is stored canonically
-        spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
         patient_id=str(first.get("PatientID", "") or (source.name if source.is_dir() else source.stem)),
         source=str(source),
         affine=can_affine,
@@ -643,7 +722,7 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
                    else f"{s.header.get('SOPInstanceUID', s.path.stem)}#{s.frame + 1}" for s in slices],
         slice_locations_mm=[float(s.position[2]) for s in slices],
         stored_transform=_in_plane(transform),
-        meta={**meta, "SeriesInstanceUID": uid},
+        meta=meta,
     )
 
 

@@ -1,7 +1,7 @@
 """Label files and label maps: remapping to the four classes, ITK-SNAP label descriptions,
 Slice-O-Matic ``.tag`` files and binary tissue masks.
 
-Classes: 0 background, 1 skeletal muscle, 2 subcutaneous fat (SAT), 3 visceral fat (VAT).
+Classes, tags and colours come from :mod:`l3seg_lib.tissues`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from l3seg_lib.config import CLASS_NAMES
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import (
     CTImage,
@@ -24,13 +23,8 @@ from l3seg_lib.imageio.ct import (
 )
 from l3seg_lib.imageio.nifti import load_nifti
 from l3seg_lib.imageio.png import read_png_array
-
-IDENTITY_LABEL_MAP = {"background": [0], "muscle": [1], "sat": [2], "vat": [3]}
-"""Masks that already hold the classes 0-3."""
-
-SLICE_O_MATIC_TAGS = {"background": [0], "muscle": [1, 2], "sat": [7], "vat": [5]}
-"""Default Slice-O-Matic tag mapping (1 muscle, 2 IMAT, 5 VAT, 7 SAT). IMAT (tag 2) lies inside
-the muscle compartment, so it maps to muscle like the model's muscle class."""
+from l3seg_lib.tissues import BACKGROUND, CLASS_NAMES, CLASSES
+from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS  # noqa: F401  (re-exported: measurement.batch, data.cases)
 
 
 def check_integral(values: np.ndarray, source: str) -> np.ndarray:
@@ -77,7 +71,7 @@ def combine_binary_masks(masks: dict[str, np.ndarray], sources: dict[str, str] |
     names = [n for n in CLASS_NAMES[1:] if n in masks]
     unknown = set(masks) - set(CLASS_NAMES[1:])
     if unknown:
-        raise ValueError(f"unknown tissue name(s) {sorted(unknown)}; use muscle, sat, vat")
+        raise ValueError(f"unknown tissue name(s) {sorted(unknown)}; use {', '.join(CLASS_NAMES[1:])}")
     shape = masks[names[0]].shape
     out = np.zeros(shape, dtype=np.uint8)
     for name in names:
@@ -205,12 +199,9 @@ def write_tag(path: str | Path, tags: np.ndarray) -> Path:
     return path
 
 
-CLASS_TO_TAG = {1: 1, 2: 7, 3: 5}
-"""l3seg classes to Slice-O-Matic tags (muscle 1, SAT 7, VAT 5; IMAT 2 inside the muscle)."""
-CLASS_LABELS = [LabelDescription(0, "Clear Label", (0, 0, 0)), LabelDescription(1, "skeletal muscle", (230, 57, 70)),
-                LabelDescription(2, "subcutaneous fat (SAT)", (255, 200, 60)),
-                LabelDescription(3, "visceral fat (VAT)", (60, 170, 230))]
-"""ITK-SNAP label descriptions of the four classes."""
+CLASS_LABELS = [LabelDescription(BACKGROUND, "Clear Label", (0, 0, 0)),
+                *(LabelDescription(t.label, t.name, t.rgb) for t in CLASSES)]
+"""ITK-SNAP label descriptions of the four classes (names and colours of :mod:`l3seg_lib.tissues`)."""
 
 
 # --------------------------------------------------------------------------------------------

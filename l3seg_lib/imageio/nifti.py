@@ -64,7 +64,6 @@ def read_nifti(path: str | Path, check_hu: bool = True) -> CTVolume:
     z_world = [float((can_affine @ np.array([0, 0, k, 1.0]))[2]) for k in range(n)]
     return CTVolume(
         hu=np.ascontiguousarray(xyz.transpose(2, 1, 0)),
-        spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
         patient_id=_nifti_stem(path),
         source=str(path),
         affine=can_affine,

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.imageio.ct import CTImage, check_pixel_spacing
+from l3seg_lib.imageio.ct import CTImage, ImageMeta, check_pixel_spacing
 
 
 def read_png_array(path: str | Path, what: str) -> np.ndarray:
@@ -62,13 +62,12 @@ def read_png(
     affine = np.diag([-col_mm, -row_mm, 1.0, 1.0])
     return CTImage(
         hu=hu,
-        spacing_mm=(row_mm, col_mm),
         patient_id=patient_id or path.stem,
         slice_id=path.stem,
         source=str(path),
         affine=affine,
         hu_calibrated=False,
-        meta={"png_window_hu": [lo, hi]},
+        meta=ImageMeta(png_window_hu=[lo, hi]),
     )
 
 

@@ -9,12 +9,7 @@ import pydicom
 
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume, slice_as_volume
-from l3seg_lib.imageio.dicom import (
-    is_multiframe,
-    read_dicom,
-    read_dicom_series,
-    read_dicom_volume,
-)
+from l3seg_lib.imageio.dicom import read_dicom_file, read_dicom_series
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.imageio.png import read_png
 
@@ -47,8 +42,6 @@ def read_image(path: str | Path, check_hu: bool = True, **png_kwargs: Any) -> CT
         return read_dicom_series(path, check_hu=check_hu)
     if kind == "nifti":
         return read_nifti(path, check_hu=check_hu)
-    if kind == "dicom":
-        if is_multiframe(path):
-            return read_dicom_volume(path, check_hu=check_hu)
-        return slice_as_volume(read_dicom(path, check_hu=check_hu))
+    if kind == "dicom":  # read once, single-frame or multi-frame
+        return read_dicom_file(path, check_hu=check_hu)
     return slice_as_volume(read_png(path, **png_kwargs))

@@ -10,15 +10,20 @@ accuracy). ONNX holds no code, so a model file from someone else is safe to open
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from l3seg_lib.config import CLASS_NAMES
+from l3seg_lib import __version__
+from l3seg_lib.config import Params
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.tissues import CLASS_NAMES
 
 ONNX_FORMAT = "l3seg-onnx-v1"
 """Format tag of the ONNX model files this version reads and writes."""
@@ -39,15 +44,19 @@ def providers(device: str = "auto") -> list[str]:
 
 
 @dataclass
-class ModelInfo:
-    """What an l3seg model file says about itself."""
+class ModelSpec:
+    """What an l3seg model file says about itself: how to prepare the input, the classes, and
+    where the model comes from. The one description of a model, written and read here only:
+    training's ``export`` writes it into ONNX ``metadata_props`` (:meth:`to_onnx_props`) and its
+    ``checkpoint`` into ``.pt`` files (:meth:`to_metadata`); both are read and checked by
+    :meth:`from_metadata` (:func:`read_metadata` for ONNX)."""
 
     window_hu: tuple[float, float]
     """HU window clipped and scaled to [0, 1]."""
     image_size: int
     """Model input size in pixels (square)."""
     pad_to_square: bool
-    classes: tuple[str, ...]
+    classes: tuple[str, ...] = CLASS_NAMES
     pixel_mm: float | None = None
     """Physical scale of the model input (mm per pixel), or None (the whole image resized)."""
     label: str = "model"
@@ -56,7 +65,66 @@ class ModelInfo:
     """Networks averaged in the graph (a cross-validation ensemble)."""
     params_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Architecture, training settings, training data, measured accuracy, ..."""
+    """Architecture (``model``), training settings (``train``), training data, measured accuracy, ..."""
+
+    @classmethod
+    def from_params(cls, params: Params, image_size: int, label: str = "model", members: int = 1,
+                    info: dict[str, Any] | None = None) -> ModelSpec:
+        """The spec of a network trained with ``params`` (``info``: JSON-plain extras such as
+        ``training_data``, ``accuracy``, ``folds``)."""
+        extra = {"model": dataclasses.asdict(params.model), "train": params.to_dict()["train"], **(info or {})}
+        return cls(window_hu=(float(params.preprocess.window_hu[0]), float(params.preprocess.window_hu[1])),
+                   image_size=int(image_size), pad_to_square=bool(params.preprocess.pad_to_square),
+                   classes=CLASS_NAMES, pixel_mm=params.preprocess.pixel_mm, label=label, l3seg_version=__version__,
+                   members=int(members), params_sha256=params_sha256(params), extra=_plain(extra))
+
+    def to_metadata(self, fmt: str = ONNX_FORMAT) -> dict[str, Any]:
+        """JSON-plain metadata with format tag ``fmt`` (extras at the top level)."""
+        meta = {"format": fmt, "l3seg_version": self.l3seg_version, "label": self.label,
+                "classes": list(self.classes), "window_hu": list(self.window_hu), "image_size": int(self.image_size),
+                "pad_to_square": bool(self.pad_to_square), "pixel_mm": self.pixel_mm, "members": int(self.members),
+                "params_sha256": self.params_sha256}
+        clash = sorted(set(self.extra) & (set(meta) | {"info", "state_dicts"}))
+        if clash:
+            raise ValueError(f"model metadata extras may not be named {clash}")
+        return _plain({**meta, **self.extra})
+
+    def to_onnx_props(self) -> dict[str, str]:
+        """ONNX ``metadata_props``: ``l3seg.<key>`` -> JSON string."""
+        return {f"l3seg.{k}": json.dumps(v) for k, v in self.to_metadata(ONNX_FORMAT).items()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], path: str | Path | None, fmt: str = ONNX_FORMAT,
+                      remedy: str = "export the model again with this version") -> ModelSpec:
+        """Check and parse metadata written by :meth:`to_metadata` (format ``fmt``); an
+        :class:`L3SegInputError` naming ``path`` says what is wrong."""
+        if not isinstance(meta, dict) or "format" not in meta:
+            raise L3SegInputError(path, f"not an l3seg model file (no l3seg metadata; expected format {fmt})")
+        if meta["format"] != fmt:
+            raise L3SegInputError(path, f"model file format {meta['format']!r} is not supported by l3seg {__version__} "
+                                        f"(reads {fmt}); {remedy}")
+        missing = [k for k in REQUIRED_KEYS if k not in meta]
+        if missing:
+            raise L3SegInputError(path, f"l3seg metadata lacks {', '.join(missing)}")
+        if tuple(meta["classes"]) != CLASS_NAMES:
+            raise L3SegInputError(path, f"model classes {meta['classes']} are not l3seg's {list(CLASS_NAMES)}")
+        try:
+            window = (float(meta["window_hu"][0]), float(meta["window_hu"][1]))
+            spec = cls(window_hu=window, image_size=int(meta["image_size"]), pad_to_square=bool(meta["pad_to_square"]),
+                       classes=tuple(meta["classes"]), label=str(meta.get("label", "model")),
+                       pixel_mm=None if meta.get("pixel_mm") is None else float(meta["pixel_mm"]),
+                       l3seg_version=str(meta.get("l3seg_version", "")), members=int(meta.get("members", 1)),
+                       params_sha256=str(meta.get("params_sha256", "")))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise L3SegInputError(path, f"l3seg metadata has an invalid value ({exc})") from None
+        if not window[0] < window[1] or spec.image_size < 1:
+            raise L3SegInputError(path, f"l3seg metadata: invalid window_hu {list(window)} or image_size {spec.image_size}")
+        known = set(REQUIRED_KEYS) | {"label", "l3seg_version", "members", "params_sha256", "pixel_mm", "state_dicts"}
+        extra = {k: v for k, v in meta.items() if k not in known and k != "info"}
+        if isinstance(meta.get("info"), dict):  # .pt files of l3seg <= 0.1.0 nest their extras under "info"
+            extra.update(meta["info"])
+        spec.extra = extra
+        return spec
 
     def describe(self) -> str:
         """One line for outputs and reports: the model, its training data and its accuracy."""
@@ -70,31 +138,27 @@ class ModelInfo:
         return "; ".join(parts)
 
 
-def read_metadata(props: dict[str, str], path: Path) -> ModelInfo:
+ModelInfo = ModelSpec
+"""The former name of :class:`ModelSpec`."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON-plain copy (dicts, lists, str, numbers, bools, None) of metadata."""
+    return json.loads(json.dumps(value, default=float))
+
+
+def params_sha256(params: Params) -> str:
+    """Hash of the params (as YAML) a model was trained with."""
+    return hashlib.sha256(yaml.safe_dump(params.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def read_metadata(props: dict[str, str], path: Path) -> ModelSpec:
     """Parse and check l3seg metadata (ONNX ``metadata_props``, all JSON strings)."""
     try:
-        meta = {k: json.loads(v) for k, v in props.items() if k.startswith("l3seg.")}
+        meta = {k[len("l3seg."):]: json.loads(v) for k, v in props.items() if k.startswith("l3seg.")}
     except json.JSONDecodeError as exc:
         raise L3SegInputError(path, f"l3seg metadata is not valid JSON ({exc})") from None
-    meta = {k[len("l3seg."):]: v for k, v in meta.items()}
-    if "format" not in meta:
-        raise L3SegInputError(path, f"not an l3seg model file (no l3seg metadata; expected format {ONNX_FORMAT})")
-    if meta["format"] != ONNX_FORMAT:
-        raise L3SegInputError(path, f"model file format {meta['format']!r} is not supported (this l3seg reads "
-                                    f"{ONNX_FORMAT}); export the model again with this version")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise L3SegInputError(path, f"l3seg metadata lacks {', '.join(missing)}")
-    if tuple(meta["classes"]) != CLASS_NAMES:
-        raise L3SegInputError(path, f"model classes {meta['classes']} are not l3seg's {list(CLASS_NAMES)}")
-    known = set(REQUIRED_KEYS) | {"label", "l3seg_version", "members", "params_sha256", "pixel_mm"}
-    return ModelInfo(window_hu=(float(meta["window_hu"][0]), float(meta["window_hu"][1])),
-                     image_size=int(meta["image_size"]), pad_to_square=bool(meta["pad_to_square"]),
-                     classes=tuple(meta["classes"]), label=str(meta.get("label", "model")),
-                     pixel_mm=None if meta.get("pixel_mm") is None else float(meta["pixel_mm"]),
-                     l3seg_version=str(meta.get("l3seg_version", "")), members=int(meta.get("members", 1)),
-                     params_sha256=str(meta.get("params_sha256", "")),
-                     extra={k: v for k, v in meta.items() if k not in known})
+    return ModelSpec.from_metadata(meta, path, ONNX_FORMAT)
 
 
 class OnnxModel:

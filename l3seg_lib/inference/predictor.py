@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.inference.model_file import ModelInfo, OnnxModel
 from l3seg_lib.inference.postprocess import clean_labels
 from l3seg_lib.preprocessing.geometry import (
@@ -89,6 +88,3 @@ class Predictor:
         for pr in out:
             pr.seconds = per
         return out
-
-    def predict_image(self, image: CTImage) -> Prediction:
-        return self.predict_hu(image.hu, image.spacing_mm)

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_HU_RANGES = {"muscle": (-29.0, 150.0), "sat": (-190.0, -30.0), "imat": (-190.0, -30.0), "vat": (-150.0, -50.0)}
+from l3seg_lib.tissues import (
+    MUSCLE,
+    SAT,
+    VAT,
+    complete_hu_ranges,
+    imat_mask,
+    in_range,
+)
 
 CITATIONS = {
     "martin2013": "Martin L, Birdsell L, MacDonald N, et al. Cancer cachexia in the age of obesity: skeletal muscle "
@@ -54,22 +61,19 @@ def measure_slice(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, f
     """Areas (cm2), IMAT (cm2), VAT/SAT ratio and muscle density (HU) of one slice.
 
     ``*_cm2`` use the segmented compartments as they are; ``*_refined_cm2`` keep only pixels
-    inside the tissue's HU range. Muscle density is given over the compartment and over the
-    refined muscle. For PNG-derived HU (``hu_calibrated=False``) densities are reported only
+    inside the tissue's HU range (``hu_ranges`` completed by
+    :func:`l3seg_lib.tissues.complete_hu_ranges`: a tissue left out keeps its default); IMAT is
+    :func:`l3seg_lib.tissues.imat_mask`. Muscle density is given over the compartment and over
+    the refined muscle. For PNG-derived HU (``hu_calibrated=False``) densities are reported only
     when the export window contains the muscle range, otherwise they are NaN.
     """
     if hu.shape != labels.shape:
         raise ValueError(f"image {hu.shape} and mask {labels.shape} differ in shape")
-    ranges = {**DEFAULT_HU_RANGES, **(hu_ranges or {})}
+    ranges = complete_hu_ranges(hu_ranges)
     px_cm2 = float(spacing_mm[0]) * float(spacing_mm[1]) / 100.0
-
-    def inside(mask: np.ndarray, key: str) -> np.ndarray:
-        lo, hi = ranges[key]
-        return mask & (hu >= lo) & (hu <= hi)
-
-    muscle, sat, vat = labels == 1, labels == 2, labels == 3
-    muscle_ref, sat_ref, vat_ref = inside(muscle, "muscle"), inside(sat, "sat"), inside(vat, "vat")
-    imat = inside(muscle, "imat")
+    muscle, sat, vat = labels == MUSCLE.label, labels == SAT.label, labels == VAT.label
+    muscle_ref, sat_ref, vat_ref = (m & in_range(hu, ranges[t.key]) for m, t in ((muscle, MUSCLE), (sat, SAT), (vat, VAT)))
+    imat = imat_mask(labels, hu, ranges)
     out: dict[str, Any] = {
         "sma_cm2": muscle.sum() * px_cm2,
         "sat_cm2": sat.sum() * px_cm2,

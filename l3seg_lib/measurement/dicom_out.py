@@ -2,13 +2,15 @@
 references its source image, and a Comprehensive 3D SR measurement report (TID 1500) with the
 areas, SMI, muscle density and verdicts, in UCUM units, naming the model.
 
-Tissue-specific concepts without a standard code use the private coding scheme ``99L3SEG``
-(designators starting with 99 are private by the DICOM standard); areas use SNOMED CT "Area"
-with the tissue as finding site where SNOMED has it (skeletal muscle, fat).
+Segments, their labels and coded concepts come from :mod:`l3seg_lib.tissues`. Tissue-specific
+concepts without a standard code use the private coding scheme ``99L3SEG`` (designators
+starting with 99 are private by the DICOM standard); areas use SNOMED CT "Area" with the tissue
+as finding site where SNOMED has it (skeletal muscle, fat).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ from pydicom.sr.codedict import codes
 
 from l3seg_lib import __version__
 from l3seg_lib.imageio.ct import CTImage
+from l3seg_lib.tissues import ALL_TISSUES, IMAT, PRIVATE_SCHEME, Code, segment_masks
 
-SCHEME = "99L3SEG"
+SCHEME = PRIVATE_SCHEME
 
 
 def _code(value: str, meaning: str):
@@ -28,28 +31,42 @@ def _code(value: str, meaning: str):
     return hd.sr.CodedConcept(value, SCHEME, meaning)
 
 
+def _concept(code: Code):
+    import highdicom as hd
+
+    return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
+
+
 def _segments():
+    """One segment description per tissue of :data:`l3seg_lib.tissues.ALL_TISSUES` (muscle, SAT, VAT, IMAT)."""
     import highdicom as hd
 
     algorithm = hd.AlgorithmIdentificationSequence(name="l3seg", version=__version__,
                                                    family=codes.cid7162.ArtificialIntelligence)
     tissue = codes.SCT.Tissue
-    specs = [(1, "skeletal muscle", codes.SCT.SkeletalMuscle), (2, "subcutaneous adipose tissue (SAT)",
-             _code("SAT", "Subcutaneous adipose tissue")), (3, "visceral adipose tissue (VAT)",
-             _code("VAT", "Visceral adipose tissue")), (4, "intermuscular adipose tissue (IMAT)",
-             _code("IMAT", "Intermuscular adipose tissue"))]
-    return [hd.seg.SegmentDescription(segment_number=n, segment_label=label, segmented_property_category=tissue,
-                                      segmented_property_type=prop, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                                      algorithm_identification=algorithm) for n, label, prop in specs]
+    return [hd.seg.SegmentDescription(segment_number=t.segment_number, segment_label=t.seg_label,
+                                      segmented_property_category=tissue, segmented_property_type=_concept(t.seg_code),
+                                      algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                      algorithm_identification=algorithm) for t in ALL_TISSUES]
 
 
 def write_seg(path: Path, source: pydicom.Dataset, image: CTImage, labels: np.ndarray,
               imat_hu: tuple[float, float] | None, model_label: str) -> Path:
-    """A binary DICOM SEG (muscle, SAT, VAT, IMAT) of one slice, in the source's pixel order."""
+    """:func:`build_seg` saved to ``path``."""
+    seg = build_seg(source, image, labels, imat_hu, model_label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
+
+
+def build_seg(source: pydicom.Dataset, image: CTImage, labels: np.ndarray, imat_hu: tuple[float, float] | None,
+              model_label: str) -> pydicom.Dataset:
+    """A binary DICOM SEG (muscle, SAT, VAT, IMAT) of one slice, in the source's pixel order; IMAT
+    by :func:`l3seg_lib.tissues.imat_mask` with the IMAT range ``imat_hu`` (low, high HU), or its
+    default when None."""
     import highdicom as hd
 
-    masks = [labels == 1, labels == 2, labels == 3,
-             (labels == 1) & (image.hu >= imat_hu[0]) & (image.hu <= imat_hu[1]) if imat_hu else np.zeros_like(labels, bool)]
+    masks = segment_masks(labels, image.hu, None if imat_hu is None else {IMAT.key: tuple(imat_hu)})
     stored = np.stack([image.canonical_to_stored(m.astype(np.uint8)) for m in masks], axis=-1).astype(bool)
     seg = hd.seg.Segmentation(
         source_images=[source], pixel_array=stored[None], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -57,9 +74,7 @@ def write_seg(path: Path, source: pydicom.Dataset, image: CTImage, labels: np.nd
         instance_number=1, manufacturer="l3seg", manufacturer_model_name=model_label[:64],
         software_versions=__version__, device_serial_number="none", omit_empty_frames=False,
         content_description="L3 body composition segmentation (research use)", content_label="L3SEG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    return path
+    return seg
 
 
 MEASURES = {
@@ -128,10 +143,17 @@ def _with_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:
     return ds
 
 
-def write_dicom_outputs(out: Path, stem: str, source_file: str | Path, image: CTImage, labels: np.ndarray,
-                        imat_hu: tuple[float, float] | None, row: dict[str, Any], model_label: str) -> dict[str, str]:
-    """SEG and SR of one measured slice under ``out/dicom/``; paths relative to ``out``."""
-    source = _with_type2_attributes(pydicom.dcmread(source_file))
-    seg_path = write_seg(out / "dicom" / f"{stem}_seg.dcm", source, image, labels, imat_hu, model_label)
-    sr_path = write_sr(out / "dicom" / f"{stem}_sr.dcm", source, pydicom.dcmread(seg_path), row, model_label)
+def write_dicom_outputs(out: Path, stem: str, source: pydicom.Dataset | str | Path, image: CTImage,
+                        labels: np.ndarray, imat_hu: tuple[float, float] | None, row: dict[str, Any],
+                        model_label: str) -> dict[str, str]:
+    """SEG and SR of one measured slice under ``out/dicom/``; paths relative to ``out``. ``source``
+    is the slice's DICOM header as read with the image (in memory; not changed here), or its file;
+    the SR references the SEG built in memory (not read back)."""
+    source = _with_type2_attributes(copy.deepcopy(source) if isinstance(source, pydicom.Dataset)
+                                    else pydicom.dcmread(source))
+    seg = build_seg(source, image, labels, imat_hu, model_label)
+    seg_path = out / "dicom" / f"{stem}_seg.dcm"
+    seg_path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(seg_path)
+    sr_path = write_sr(out / "dicom" / f"{stem}_sr.dcm", source, seg, row, model_label)
     return {"dicom_seg": str(seg_path.relative_to(out)), "dicom_sr": str(sr_path.relative_to(out))}

@@ -10,22 +10,28 @@
   series; without SeriesInstanceUID and FrameOfReferenceUID, so nothing says what it belongs to;
   or not an axial CT image, refused with the reason when read); each NIfTI file is one volume.
   PNG needs the manifest (no geometry in PNG).
+
+:func:`read_entry` reads one input the way ``measure`` and ``remeasure`` both read it;
+:func:`entry_for_source` finds again, for ``remeasure``, how a measured input was listed.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pydicom
 import yaml
 
 from l3seg_lib.data.manifest import MANIFEST_NAME, ManifestEntry, manifest_entries
-from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume
-from l3seg_lib.imageio.dicom import group_series
+from l3seg_lib.imageio.dicom import group_series, read_dicom_files
+from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.names import input_stem
+from l3seg_lib.tissues import CLASS_NAMES
 
 REFERENCE_SUFFIXES = (".nii.gz", ".nii", ".png", ".dcm.tag", ".tag")
 _NOT_IMAGES = (".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".tag")
@@ -86,6 +92,43 @@ def _loose_dicom_inputs(folder: Path, files: list[Path]) -> list[tuple[Path, Man
     return inputs
 
 
+def read_entry(entry: ManifestEntry, check_hu: bool = True) -> CTVolume:
+    """The CT of one input: a series lying loose in a folder from its files; a PNG with the pixel
+    spacing (mm) and export window (HU) of its manifest row (its HU are not checked: they come
+    from that window); anything else with :func:`l3seg_lib.imageio.reader.read_image`."""
+    if isinstance(entry, SeriesEntry):
+        return read_dicom_files(list(entry.files), entry.image, check_hu=check_hu)
+    return read_image(entry.image, check_hu=check_hu and not entry.is_png, **entry.png_kwargs())
+
+
+@lru_cache(maxsize=16)
+def _listed(manifest: str, mtime_ns: int) -> dict[str, ManifestEntry]:
+    """The entries of a manifest by resolved image path (cached per file version)."""
+    return {str(e.image.resolve()): e for e in manifest_entries(manifest)}
+
+
+def entry_for_source(source: str | Path) -> ManifestEntry:
+    """How ``measure`` listed the input ``source`` (the ``source`` column of ``measurements.csv``):
+    for a PNG, the row of the ``manifest.csv`` that lists it, searched in the PNG's folder and the
+    folders above (it carries the spacing and window the PNG was read with); else a plain entry.
+    A PNG that no manifest lists gets a plain entry, which :func:`read_entry` refuses with the reason."""
+    path = Path(source)
+    entry = ManifestEntry(path)
+    if not entry.is_png:
+        return entry
+    target = str(path.resolve())
+    for folder in path.resolve().parents:
+        manifest = folder / MANIFEST_NAME
+        if manifest.is_file():
+            try:
+                found = _listed(str(manifest), manifest.stat().st_mtime_ns).get(target)
+            except (L3SegError, OSError):
+                continue
+            if found is not None:
+                return found
+    return entry
+
+
 def find_reference(reference_dir: Path, image: Path, volume: CTVolume) -> Path | None:
     """Reference mask for an input: same name (or patient ID) with a mask suffix."""
     for stem in dict.fromkeys([image.name, input_stem(image), volume.patient_id]):
@@ -102,6 +145,6 @@ def load_label_map(path: str | Path | None) -> dict[str, list[int]] | None:
         return None
     text = Path(path).read_text()
     data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    if not isinstance(data, dict) or set(data) != {"background", "muscle", "sat", "vat"}:
-        raise L3SegInputError(path, "label map needs exactly the keys background, muscle, sat, vat")
+    if not isinstance(data, dict) or set(data) != set(CLASS_NAMES):
+        raise L3SegInputError(path, f"label map needs exactly the keys {', '.join(CLASS_NAMES)}")
     return {k: [int(v) for v in vals] for k, vals in data.items()}

@@ -8,7 +8,6 @@ finishes, so an interrupted batch loses nothing already written.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from l3seg_lib.measurement.result import InputResult
 from l3seg_lib.names import safe_name
 
 LEDGER = "ledger.csv"
@@ -55,11 +55,11 @@ class Ledger:
         digest = hashlib.sha1(source.encode()).hexdigest()[:10]
         return self.out / "inputs" / f"{safe_name(Path(source).name)[:60]}_{digest}.json"
 
-    def record(self, result: Any) -> None:
-        """Write one finished input (an ``InputResult``): its results, then its ledger row."""
+    def record(self, result: InputResult) -> None:
+        """Write one finished input: its results, then its ledger row."""
         key = self._key(result.source)
         tmp = key.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(result), default=_plain))
+        tmp.write_text(json.dumps(result.to_dict(), default=_plain))
         os.replace(tmp, key)
         new = not self.path.is_file()
         row = pd.DataFrame([{"source": result.source, "status": result.status, "reason": result.reason,
@@ -70,10 +70,8 @@ class Ledger:
             f.flush()
             os.fsync(f.fileno())
 
-    def finished(self) -> dict[str, Any]:
+    def finished(self) -> dict[str, InputResult]:
         """Results of the inputs this model already finished (the last ledger row per input)."""
-        from l3seg_lib.measurement.batch import InputResult
-
         if not self.path.is_file():
             return {}
         try:
@@ -86,7 +84,7 @@ class Ledger:
             key = self._key(r["source"])
             if key.is_file():
                 try:
-                    done[r["source"]] = InputResult(**json.loads(key.read_text()))
-                except (json.JSONDecodeError, TypeError):
+                    done[r["source"]] = InputResult.from_dict(json.loads(key.read_text()))
+                except (json.JSONDecodeError, TypeError, KeyError):
                     continue  # torn or foreign file: measured again
         return done

@@ -21,15 +21,11 @@ import pandas as pd
 from l3seg_lib.config import CompositionConfig
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.imageio.ct import slice_as_volume
-from l3seg_lib.imageio.labels import (
-    IDENTITY_LABEL_MAP,
-    SLICE_O_MATIC_TAGS,
-    read_mask_for,
-    remap_labels,
-)
-from l3seg_lib.imageio.reader import read_image
+from l3seg_lib.imageio.labels import read_mask_for, remap_labels
 from l3seg_lib.measurement.composition import assess, measure_slice
+from l3seg_lib.measurement.inputs import entry_for_source, read_entry
 from l3seg_lib.reporting.html import write_remeasure_html
+from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS
 
 COMPARED = {"sma_refined_cm2": "SMA (cm²)", "sat_refined_cm2": "SAT (cm²)", "vat_refined_cm2": "VAT (cm²)",
             "imat_cm2": "IMAT (cm²)", "muscle_refined_hu_mean": "muscle density (HU)", "smi_cm2_m2": "SMI (cm²/m²)"}
@@ -83,7 +79,7 @@ def remeasure(out_dir: str | Path, masks_dir: str | Path | None = None,
             rows.append(new)
             continue
         try:
-            volume = read_image(row["source"], check_hu=False)
+            volume = read_entry(entry_for_source(row["source"]), check_hu=False)  # as measure read it
             image = volume.slice(int(row["slice_index"]))
             raw = read_mask_for(mask, slice_as_volume(image), "edited mask")
             lmap = SLICE_O_MATIC_TAGS if mask.name.endswith(".tag") else IDENTITY_LABEL_MAP
@@ -92,7 +88,8 @@ def remeasure(out_dir: str | Path, masks_dir: str | Path | None = None,
             new["remeasure_error"] = str(exc)
             rows.append(new)
             continue
-        m = measure_slice(image.hu, labels, image.spacing_mm, comp.hu_ranges, image.hu_calibrated)
+        m = measure_slice(image.hu, labels, image.spacing_mm, comp.hu_ranges, image.hu_calibrated,
+                          volume.meta.get("png_window_hu"))
         verdict = assess(m, _clinical(row), row.get("cutoff_set") or comp.cutoffs)
         new.update(m)
         new.update({k: verdict[k] for k in (*VERDICTS, *(f"{v}_reason" for v in VERDICTS), "smi_cm2_m2")})

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from l3seg_lib.evaluation.metrics import TISSUES, areas_cm2
+from l3seg_lib.metrics import areas_cm2
 from l3seg_lib.imageio.nifti import write_nifti_labels
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, choose_slices
 from l3seg_lib.names import input_stem
 from l3seg_lib.reporting.overlays import save_overlay_png
+from l3seg_lib.tissues import TISSUES
 
 
 def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir: str | Path,

@@ -11,7 +11,6 @@ goes back to the original grid, where areas are measured.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -221,15 +220,3 @@ def labels_to_original(labels: np.ndarray, geom: Geometry) -> np.ndarray:
     top, _, left, _ = geom.pad
     return up[top: top + geom.rows, left: left + geom.cols]
 
-
-def geometry_from_row(row: Any) -> Geometry:
-    """The geometry stored in a processed-manifest row (a mapping or pandas row)."""
-    scaled = None
-    if "scaled_rows" in row and np.isfinite(float(row["scaled_rows"])) and float(row["scaled_rows"]) > 0:
-        scaled = (int(row["scaled_rows"]), int(row["scaled_cols"]))
-    return Geometry(
-        int(row["rows"]), int(row["cols"]), (float(row["spacing_row_mm"]), float(row["spacing_col_mm"])),
-        int(row["image_size"]),
-        (int(row["pad_top"]), int(row["pad_bottom"]), int(row["pad_left"]), int(row["pad_right"])),
-        scaled, (int(row.get("offset_top", 0) or 0), int(row.get("offset_left", 0) or 0)),
-    )

@@ -1,12 +1,16 @@
 """The processed data set on disk: every case windowed and resized once, plus its manifest.
 
 ``<dir>/cases/<case_id>.npz`` and ``<dir>/manifest.csv`` (one row per slice: IDs, source paths,
-original and effective spacing in mm, padding, the patient's clinical variables).
+original and effective spacing in mm, padding, the patient's clinical variables), and
+``<dir>/preprocess.json``, the record of the params that made the folder (``preprocess`` and, for
+the built-in data, the ``source`` settings): :func:`prepare_builtin` rebuilds a folder whose
+record differs from the params in force.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +32,28 @@ from l3seg_lib.preprocessing.geometry import (
 )
 
 PROCESSED_MANIFEST = "manifest.csv"
+PROCESSED_RECORD = "preprocess.json"
+"""The params a processed folder was made with: ``{"preprocess": ..., "source": ...}``."""
+RAW_RECORD = "phantom.json"
+"""The phantom settings a built-in raw folder was generated with."""
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=float))
+
+
+def processed_record(out_dir: str | Path) -> dict[str, Any] | None:
+    """The params record of a processed folder (None when it has none or an unreadable one)."""
+    path = Path(out_dir) / PROCESSED_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _record(cfg: PreprocessConfig, source: dict[str, Any] | None) -> dict[str, Any]:
+    return _plain({"preprocess": asdict(cfg), "source": source or {}})
 
 
 def export_processed(
@@ -36,13 +62,15 @@ def export_processed(
     cfg: PreprocessConfig,
     clinical: pd.DataFrame | None = None,
     total: int | None = None,
+    source: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Window and resize every case and write ``cases/<case_id>.npz`` plus ``manifest.csv``.
 
     Each npz holds ``image`` (float32 [0, 1], model size), ``mask`` (uint8, model size),
     ``hu`` (int16 HU, original size), ``mask_orig`` (uint8, original size) and ``affine``.
     The manifest has one row per slice: IDs, source paths, original and effective spacing (mm),
-    padding, and the patient's clinical variables.
+    padding, and the patient's clinical variables. ``preprocess.json`` records ``cfg`` and
+    ``source`` (JSON-plain settings of where the cases came from), written last.
     """
     out_dir = Path(out_dir)
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
@@ -84,7 +112,7 @@ def export_processed(
         raise ValueError("no cases to preprocess")
     manifest = pd.DataFrame(rows)
     manifest.to_csv(out_dir / PROCESSED_MANIFEST, index=False)
-    (out_dir / "preprocess.json").write_text(json.dumps(asdict(cfg), indent=2))
+    (out_dir / PROCESSED_RECORD).write_text(json.dumps(_record(cfg, source), indent=2))
     return manifest
 
 
@@ -104,15 +132,32 @@ def load_arrays(out_dir: str | Path, row: pd.Series | dict[str, Any]) -> dict[st
 def prepare_builtin(raw_dir: str | Path, processed_dir: str | Path, params: Params, progress: bool = True
                     ) -> pd.DataFrame:
     """The built-in synthetic data set of ``params.data.phantom``, generated into ``raw_dir`` and
-    preprocessed (``params.preprocess``) into ``processed_dir`` unless that folder already holds
-    a manifest; returns the processed manifest."""
+    preprocessed (``params.preprocess``) into ``processed_dir``; returns the processed manifest.
+
+    A processed folder made with these params (its ``preprocess.json``) is read as it is; one made
+    with other params (another ``pixel_mm``, another phantom, ...) is rebuilt, and the raw folder
+    regenerated when it was generated with another phantom."""
     # imported here: reading processed data never needs the generator
     from l3seg_lib import phantom
 
     raw, processed = Path(raw_dir), Path(processed_dir)
-    if not (processed / "manifest.csv").is_file():
-        ph = params.data.phantom
+    ph = params.data.phantom
+    source = _plain({"phantom": asdict(ph), "label_map": params.data.label_map, "check_hu": params.data.check_hu})
+    wanted = _record(params.preprocess, source)
+    if (processed / PROCESSED_MANIFEST).is_file() and processed_record(processed) == wanted:
+        return read_processed_manifest(processed)
+    for stale in (processed / "cases", processed / PROCESSED_MANIFEST, processed / PROCESSED_RECORD):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    raw_record = raw / RAW_RECORD
+    made_with = json.loads(raw_record.read_text()) if raw_record.is_file() else None
+    if made_with != source["phantom"] or not (raw / "manifest.csv").is_file():
+        if made_with is not None:  # a raw folder this function generated with another phantom
+            shutil.rmtree(raw)
         phantom.generate(raw, ph.n_patients, ph.seed, ph.matrix, tuple(ph.slices_per_patient), progress, ph.realism)
-        export_processed(iter_manifest(read_manifest(raw / "manifest.csv"), params.data), processed, params.preprocess,
-                         read_clinical(raw / "clinical.csv"))
+        raw_record.write_text(json.dumps(source["phantom"], indent=2))
+    export_processed(iter_manifest(read_manifest(raw / "manifest.csv"), params.data), processed, params.preprocess,
+                     read_clinical(raw / "clinical.csv"), source=source)
     return read_processed_manifest(processed)

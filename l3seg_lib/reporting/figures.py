@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from l3seg_lib.metrics import bland_altman
 from l3seg_lib.reporting.overlays import (
     TISSUE_COLOURS,
     TISSUE_LABELS,
@@ -15,6 +16,7 @@ from l3seg_lib.reporting.overlays import (
     error_map_rgb,
     overlay_rgb,
 )
+from l3seg_lib.tissues import CLASSES
 
 
 def legend_handles() -> list[Patch]:
@@ -49,8 +51,10 @@ def comparison_figure(hu: np.ndarray, true: np.ndarray | None, pred: np.ndarray,
 # --------------------------------------------------------------------------------------------
 # figures for the notebooks
 
-TISSUE_NAMES = {"muscle": "skeletal muscle", "sat": "SAT", "vat": "VAT"}
-TISSUE_HEX = {"muscle": "#e63946", "sat": "#f4b400", "vat": "#3caae6"}
+TISSUE_NAMES = {t.key: t.short for t in CLASSES}
+"""Short display name per class key (from :mod:`l3seg_lib.tissues`)."""
+TISSUE_HEX = {t.key: t.hex for t in CLASSES}
+"""Colour per class key, the overlays' colours as ``#rrggbb``."""
 
 
 def examples_grid(items: list[tuple[np.ndarray, np.ndarray, str]], ncols: int = 4) -> plt.Figure:
@@ -123,8 +127,6 @@ def dice_boxplot(df: pd.DataFrame, by: str | None = None, title: str = "Dice per
 
 def area_agreement(df: pd.DataFrame) -> plt.Figure:
     """Per tissue: predicted vs reference area (with identity line) and a Bland-Altman plot."""
-    from l3seg_lib.evaluation.metrics import bland_altman
-
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for j, t in enumerate(TISSUE_NAMES):
         pred, true = df[f"area_pred_{t}_cm2"].to_numpy(float), df[f"area_true_{t}_cm2"].to_numpy(float)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ def _verdict_class(v: str) -> str:
     return {"yes": "yes", "no": "no"}.get(v, "nc")
 
 
-def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir: Path, meta: dict[str, Any]) -> Path:
-    """One patient's page: overlays, the numbers with units, and the verdicts with reasons."""
+def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir: Path, meta: dict[str, Any],
+                       images: Mapping[str, bytes] | None = None) -> Path:
+    """One patient's page: overlays, the numbers with units, and the verdicts with reasons.
+    ``images``: overlay PNG bytes already in memory, by path relative to ``base_dir`` (others are read)."""
     first = rows.iloc[0]
     clinical = {
         "sex": {"M": "male", "F": "female"}.get(first.get("sex"), "not available"),
@@ -51,7 +54,8 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
     }
     slices = []
     for _, r in rows.iterrows():
-        image = base64.b64encode((base_dir / r["overlay"]).read_bytes()).decode("ascii")
+        png = (images or {}).get(r["overlay"])
+        image = base64.b64encode(png if png is not None else (base_dir / r["overlay"]).read_bytes()).decode("ascii")
         measures = [
             ("Skeletal muscle area (compartment)", _fmt(r["sma_cm2"]), "cm²"),
             ("Skeletal muscle area (refined)", _fmt(r["sma_refined_cm2"]), "cm²"),

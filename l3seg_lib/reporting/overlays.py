@@ -8,10 +8,12 @@ import numpy as np
 from PIL import Image
 
 from l3seg_lib.preprocessing.geometry import body_box, window
+from l3seg_lib.tissues import CLASSES
 
-TISSUE_COLOURS = {1: (230, 57, 70), 2: (255, 200, 60), 3: (60, 170, 230)}
-"""RGB per class: muscle red, SAT yellow, VAT blue."""
-TISSUE_LABELS = {1: "skeletal muscle", 2: "subcutaneous fat (SAT)", 3: "visceral fat (VAT)"}
+TISSUE_COLOURS = {t.label: t.rgb for t in CLASSES}
+"""RGB per class label (from :mod:`l3seg_lib.tissues`): muscle red, SAT yellow, VAT blue."""
+TISSUE_LABELS = {t.label: t.name for t in CLASSES}
+"""Display name per class label."""
 DISPLAY_WINDOW_HU = (-250.0, 250.0)
 """Soft-tissue display window for pictures (not the model window)."""
 

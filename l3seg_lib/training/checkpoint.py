@@ -3,33 +3,26 @@ fine-tune them, and to export them to ONNX (:mod:`.export`), the format inferenc
 
 A model file holds one network or a cross-validation ensemble (``state_dicts``), the
 architecture (``model``), the input window in HU, the model input size in pixels and how slices
-were padded, the class names, the training settings and free ``info``. It is written with
+were padded, the class names, the training settings and free extras (one :class:`~l3seg_lib.inference.model_file.ModelSpec`). It is written with
 ``torch.save`` from plain types and tensors only and read with ``weights_only=True``, so loading
 a model file from someone else cannot run code.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from l3seg_lib import __version__
-from l3seg_lib.config import CLASS_NAMES, ModelConfig, Params
+from l3seg_lib.config import ModelConfig, Params
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.inference.model_file import ModelSpec
 from l3seg_lib.training.network import UNet, build_model
 
 CHECKPOINT_FORMAT = "l3seg-model-v1"
 """Format tag of the model files this version reads and writes."""
-
-
-def _plain(value: Any) -> Any:
-    """JSON-plain copy (dicts, lists, str, numbers, bools, None) of metadata."""
-    return json.loads(json.dumps(value, default=float))
 
 
 def save_checkpoint(path: str | Path, states: list[dict[str, torch.Tensor]], params: Params, image_size: int,
@@ -37,19 +30,7 @@ def save_checkpoint(path: str | Path, states: list[dict[str, torch.Tensor]], par
     """Save one model or a fold ensemble with what inference needs (architecture, window, size)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = _plain({
-        "format": CHECKPOINT_FORMAT,
-        "l3seg_version": __version__,
-        "label": label,
-        "classes": list(CLASS_NAMES),
-        "model": dataclasses.asdict(params.model),
-        "train": params.to_dict()["train"],
-        "window_hu": list(params.preprocess.window_hu),
-        "image_size": int(image_size),
-        "pad_to_square": params.preprocess.pad_to_square,
-        "pixel_mm": params.preprocess.pixel_mm,
-        "info": info or {},
-    })
+    meta = ModelSpec.from_params(params, image_size, label, members=len(states), info=info).to_metadata(CHECKPOINT_FORMAT)
     states = [{k: v.detach().cpu() for k, v in s.items()} for s in states]
     torch.save({**meta, "state_dicts": states}, path)
     return path
@@ -68,12 +49,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                                     f"settings, which are not loaded because they could run code ({exc})") from None
     except Exception as exc:
         raise L3SegInputError(path, f"not a readable model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or "format" not in ckpt:
-        raise L3SegInputError(path, f"not an l3seg model file (expected format {CHECKPOINT_FORMAT})")
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise L3SegInputError(path, f"model file format {ckpt['format']!r} is not supported by l3seg {__version__} "
-                                    f"(reads {CHECKPOINT_FORMAT}); retrain or convert the model")
+    spec = ModelSpec.from_metadata(ckpt, path, CHECKPOINT_FORMAT, remedy="retrain or convert the model")
+    if not isinstance(ckpt.get("state_dicts"), list) or not ckpt["state_dicts"] or "model" not in spec.extra:
+        raise L3SegInputError(path, "l3seg model file lacks its networks (state_dicts) or architecture (model)")
+    if "members" not in ckpt:  # files of l3seg <= 0.1.0 do not say; every network is a member
+        spec.members = len(ckpt["state_dicts"])
+    ckpt["spec"] = spec
     return ckpt
+
+
+def checkpoint_spec(ckpt: dict[str, Any]) -> ModelSpec:
+    """The :class:`ModelSpec` of a checkpoint read by :func:`load_checkpoint`."""
+    return ckpt["spec"] if isinstance(ckpt.get("spec"), ModelSpec) else ModelSpec.from_metadata(ckpt, None, CHECKPOINT_FORMAT)
 
 
 def models_from_checkpoint(ckpt: dict[str, Any], device: torch.device) -> list[UNet]:

@@ -14,7 +14,7 @@ from scipy import stats
 
 from l3seg_lib.config import Params
 from l3seg_lib.evaluation.evaluate import evaluate_cases, paired_comparison
-from l3seg_lib.evaluation.metrics import TISSUES
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.training.crossval import CVResult, cross_validate
 from l3seg_lib.training.splits import subset
 

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from l3seg_lib.config import Params
-from l3seg_lib.evaluation.metrics import TISSUES
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.training.checkpoint import save_checkpoint
 from l3seg_lib.training.dataset import load_slices
 from l3seg_lib.training.device import configure_threads, resolve_device

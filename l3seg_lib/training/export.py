@@ -7,20 +7,18 @@ model comes from.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from l3seg_lib import __version__
-from l3seg_lib.config import CLASS_NAMES, Params
-from l3seg_lib.inference.model_file import ONNX_FORMAT
+from l3seg_lib.config import Params
+from l3seg_lib.inference.model_file import ModelSpec, params_sha256, read_metadata  # noqa: F401 (params_sha256 re-exported)
+from l3seg_lib.tissues import CLASS_NAMES
 from l3seg_lib.training.network import build_model
 
 OPSET = 17
@@ -35,11 +33,6 @@ class MeanSoftmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
-
-
-def params_sha256(params: Params) -> str:
-    """Hash of the params (as YAML) a model was trained with."""
-    return hashlib.sha256(yaml.safe_dump(params.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_size: int, path: str | Path,
@@ -65,33 +58,35 @@ def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_siz
                           dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=OPSET,
                           dynamo=False)
     model = onnx.load(str(path))
-    meta = {
-        "format": ONNX_FORMAT, "l3seg_version": __version__, "label": label, "classes": list(CLASS_NAMES),
-        "window_hu": list(params.preprocess.window_hu), "image_size": int(image_size),
-        "pad_to_square": params.preprocess.pad_to_square, "pixel_mm": params.preprocess.pixel_mm,
-        "members": len(states),
-        "model": dataclasses.asdict(params.model), "train": params.to_dict()["train"],
-        "params_sha256": params_sha256(params), **(info or {}),
-    }
+    spec = ModelSpec.from_params(params, image_size, label, members=len(states), info=info)
     del model.metadata_props[:]
-    for key, value in meta.items():
+    for key, value in spec.to_onnx_props().items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = f"l3seg.{key}", json.dumps(value, default=float)
+        entry.key, entry.value = key, value
     model.producer_name, model.producer_version = "l3seg", __version__
     onnx.save(model, str(path))
     return path
 
 
 def add_metadata(path: str | Path, **values: Any) -> Path:
-    """Add or replace l3seg metadata of an ONNX model file (e.g. its measured accuracy on real CT)."""
+    """Add or replace l3seg metadata of an ONNX model file (e.g. its measured accuracy on real CT);
+    the file's :class:`ModelSpec` is read, updated and written back, so it stays valid."""
+    import dataclasses
+
     import onnx
 
+    path = Path(path)
     model = onnx.load(str(path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update({f"l3seg.{k}": json.dumps(v, default=float) for k, v in values.items()})
+    spec = read_metadata({p.key: p.value for p in model.metadata_props}, path)
+    fields = {f.name for f in dataclasses.fields(ModelSpec)} - {"extra", "classes"}
+    for key, value in json.loads(json.dumps(values, default=float)).items():
+        if key in fields:
+            setattr(spec, key, tuple(value) if key == "window_hu" else value)
+        else:
+            spec.extra[key] = value
     del model.metadata_props[:]
-    for key, value in props.items():
+    for key, value in spec.to_onnx_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
-    return Path(path)
+    return path

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from l3seg_lib.config import Params, save_params
 from l3seg_lib.dask_client import dask_client
-from l3seg_lib.evaluation.metrics import TISSUES
+from l3seg_lib.tissues import TISSUES
 
 TRIALS_FILE = "trials.jsonl"
 BEST_PARAMS_FILE = "best_params.yaml"

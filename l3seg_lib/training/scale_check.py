@@ -19,7 +19,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from l3seg_lib.config import Params
-from l3seg_lib.evaluation.metrics import TISSUES
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.training.optimize import (
     Objective,
     _check_logged,

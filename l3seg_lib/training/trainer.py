@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from l3seg_lib.config import CLASS_NAMES, ModelConfig, TrainConfig
-from l3seg_lib.evaluation.metrics import TISSUES, confusion_matrix, dice_iou
+from l3seg_lib.config import ModelConfig, TrainConfig
+from l3seg_lib.metrics import confusion_matrix, dice_iou
+from l3seg_lib.tissues import CLASS_NAMES, TISSUES
 from l3seg_lib.training.dataset import SliceDataset, build_augmentation
 from l3seg_lib.training.losses import SegmentationLoss
 from l3seg_lib.training.network import build_model

@@ -10,12 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from l3seg_lib.config import CLASS_NAMES
-
-TISSUES = CLASS_NAMES[1:]
+from l3seg_lib.tissues import N_CLASSES, TISSUES  # TISSUES stays importable here (measurement.batch)
 
 
-def confusion_matrix(pred: np.ndarray, true: np.ndarray, n_classes: int = 4) -> np.ndarray:
+def confusion_matrix(pred: np.ndarray, true: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     """Counts[i, j] = pixels with reference class i predicted as class j."""
     pred = np.asarray(pred).astype(np.int64).ravel()
     true = np.asarray(true).astype(np.int64).ravel()
@@ -35,7 +33,7 @@ def dice_iou(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dice, iou
 
 
-def areas_cm2(mask: np.ndarray, spacing_mm: tuple[float, float], n_classes: int = 4) -> np.ndarray:
+def areas_cm2(mask: np.ndarray, spacing_mm: tuple[float, float], n_classes: int = N_CLASSES) -> np.ndarray:
     """Area of each class in cm2: pixel count x row spacing x column spacing (mm2) / 100."""
     counts = np.bincount(np.asarray(mask).astype(np.int64).ravel(), minlength=n_classes)[:n_classes]
     return counts * float(spacing_mm[0]) * float(spacing_mm[1]) / 100.0

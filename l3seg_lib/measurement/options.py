@@ -1,0 +1,52 @@
+"""How a batch is measured: :class:`MeasureOptions` (everything but the inputs, the model and the
+output folder) and the names the measurement tables use for how a slice's level is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from l3seg_lib.config import CompositionConfig, LocalizeConfig
+
+LEVEL_SOURCES = {"localiser": "L3 found by the localiser in the whole series or volume",
+                 "manifest": "the slice named by the manifest's slice_index (vouched for by the user)",
+                 "as given (level not checked)": "a single slice, or every slice of a short input, measured as "
+                                                 "given: nothing checked that it lies at L3"}
+"""Values of ``level_source`` in ``measurements.csv``: how the measured slice's vertebral level is known."""
+NOT_CHECKED = "as given (level not checked)"
+
+
+@dataclass
+class MeasureOptions:
+    """How :func:`l3seg_lib.measurement.orchestration.measure_folder` measures (everything but the
+    inputs, the model and the output)."""
+
+    composition: CompositionConfig = field(default_factory=CompositionConfig)
+    """HU ranges and the cut-off set."""
+    clinical_csv: str | Path | None = None
+    """CSV with ``patient_id`` and sex, age, height, weight (see :mod:`l3seg_lib.data.clinical`)."""
+    reference_dir: str | Path | None = None
+    """Folder of reference masks to validate against (matched by name)."""
+    reference_labels: dict[str, list[int]] | None = None
+    """Label map of the reference masks (default 0-3; Slice-O-Matic tags for ``.tag``)."""
+    device: str = "auto"
+    check_hu: bool = True
+    max_slices: int = 5
+    """Inputs with more slices are whole series: L3 is found by the localiser (``localize``),
+    unless the manifest gives ``slice_index``."""
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    progress: bool = True
+    postprocess: bool = True
+    """Clean the labels anatomically (:mod:`l3seg_lib.inference.postprocess`)."""
+    read_threads: int = 2
+    """Threads reading and decoding the next inputs while the network runs (0: read in turn)."""
+    dicom: bool = False
+    """Also write a DICOM SEG and a DICOM SR (TID 1500) per measured slice under ``dicom/``."""
+    force: bool = False
+    """Measure again inputs the ledger lists as finished."""
+    max_inputs: int | None = None
+    """Stop after this many new inputs (to test resuming)."""
+    workers: int = 0
+    """Measure on this many Dask workers (a LocalCluster on this machine); 0: in this process."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (``tcp://host:8786``) to measure on instead."""

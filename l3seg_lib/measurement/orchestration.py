@@ -1,0 +1,115 @@
+"""A batch: a folder of CT inputs -> one table of body-composition numbers, per-patient HTML
+summaries, an errors table, and (optionally) validation against reference masks.
+
+Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs` and each is measured by
+:func:`l3seg_lib.measurement.stages.measure_input` - in this process, the next inputs read ahead on
+threads while the network runs (:func:`prefetch`), or on Dask workers (:mod:`.cluster`). Each
+input is recorded in the ledger (:mod:`.ledger`) as it finishes, so a batch resumes; the writers
+(:mod:`.writers`) then write the tables and pages. One bad input is listed in ``errors.csv`` and
+the batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.measurement import cluster
+from l3seg_lib.measurement.inputs import discover_inputs
+from l3seg_lib.measurement.ledger import Ledger, file_sha256
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.result import InputResult, MeasureResult
+from l3seg_lib.measurement.stages import Measurer, measure_input, read
+from l3seg_lib.measurement.writers import write_outputs
+
+
+def called(fn: Callable, *args: Any) -> Future:
+    """``fn(*args)`` computed now, as a finished Future: its result, or the exception it raised
+    (handed to the consumer, like a thread's exception)."""
+    f: Future = Future()
+    try:
+        f.set_result(fn(*args))
+    except BaseException as exc:
+        f.set_exception(exc)
+    return f
+
+
+def prefetch(fn: Callable, items: Sequence, threads: int) -> Iterator[Future]:
+    """Futures of ``fn(item)`` in order, computed ``threads`` at a time ahead of the consumer
+    (bounded, so a long batch is never read into memory at once); ``threads=0`` computes each
+    when it is asked for."""
+    if threads <= 0:
+        for item in items:
+            yield called(fn, item)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="l3seg-read") as pool:
+        pending: deque[Future] = deque()
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > threads:
+                break
+        for item in it:
+            yield pending.popleft()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            yield pending.popleft()
+
+
+def page_meta(predictor: Predictor, measurer: Measurer) -> dict[str, Any]:
+    """What the HTML pages say about the model, the cut-off set and the HU ranges."""
+    cutoffs, comp = measurer.cutoffs, measurer.composition
+    return {"model": f"{predictor.path.name}: {predictor.info.describe()}", "cutoff_set": cutoffs.name,
+            "cutoff_description": cutoffs.description, "citations": cutoffs.citation_text(),
+            "hu_ranges": {k: list(v) for k, v in comp.hu_ranges.items()}}
+
+
+def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: str | Path,
+                   options: MeasureOptions | None = None) -> MeasureResult:
+    """Segment and measure every input in ``folder``; see the module docstring.
+
+    Writes ``measurements.csv`` (one row per patient and slice, units in column names),
+    ``errors.csv`` (inputs refused, with the reason), ``skipped.csv`` (files inside series
+    folders left out, with the reason), ``overlays/``, ``patients/<id>.html``, ``index.html`` and, with
+    ``options.reference_dir``, ``validation.csv`` and ``agreement.csv`` (Bland-Altman).
+
+    Resumable: ``ledger.csv`` gets one row per input as it finishes (status, reason, seconds,
+    model hash) and ``inputs/`` keeps its results; a rerun on the same folder and output takes
+    finished inputs from there (``options.force`` redoes them; another model redoes them too).
+    """
+    opt = options or MeasureOptions()
+    out = Path(out_dir)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device, postprocess=opt.postprocess)
+    ledger = Ledger(out, file_sha256(predictor.path))
+    inputs = discover_inputs(folder)
+    done = {} if opt.force else ledger.finished()
+    todo = [inp for inp in inputs if str(inp.image) not in done]
+    if opt.max_inputs is not None:
+        todo = todo[: opt.max_inputs]
+    measurer = Measurer(opt, predictor, out)
+
+    results: dict[str, InputResult] = dict(done)
+
+    def record(res: InputResult) -> None:
+        ledger.record(res)
+        results[res.source] = res
+
+    if opt.workers or opt.scheduler:
+        cluster.run_on_dask(todo, predictor.path, opt, out, record, opt.progress)
+        todo = []
+    try:
+        loaded = prefetch(lambda inp: read(inp, opt), todo, opt.read_threads)
+        for inp, future in tqdm(zip(todo, loaded), total=len(todo), desc="measure", unit="input",
+                                disable=not opt.progress, mininterval=2.0):
+            record(measure_input(inp, measurer, future))
+    finally:
+        measurer.close()
+    ordered = [results[str(inp.image)] for inp in inputs if str(inp.image) in results]
+    return write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images)

@@ -1,0 +1,105 @@
+"""The measurement pipeline's structure: typed image metadata, each source file read once, the
+stages' typed result (SliceResult = the CSV columns), no import cycle."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from helpers import body_phantom, write_dicom
+
+from l3seg_lib.imageio.ct import CTImage, CTVolume, ImageMeta, slice_as_volume
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
+from l3seg_lib.measurement.result import COLUMNS, OPTIONAL, InputResult, SliceResult
+
+
+def test_spacing_comes_from_the_affine_and_must_agree_with_it():
+    affine = np.diag([-0.7, -0.8, 2.5, 1.0])
+    vol = CTVolume(np.zeros((2, 4, 4), np.float32), patient_id="p", source="s", affine=affine,
+                   slice_ids=["a", "b"], slice_locations_mm=[0.0, 2.5])
+    assert vol.spacing_mm == pytest.approx((2.5, 0.8, 0.7))
+    assert vol.slice(1).spacing_mm == pytest.approx((0.8, 0.7))
+    assert CTVolume(vol.hu, (2.5, 0.8, 0.7), "p", "s", affine, ["a", "b"], [0.0, 2.5]).spacing_mm == vol.spacing_mm
+    with pytest.raises(ValueError, match="disagrees with the affine"):
+        CTVolume(vol.hu, (3.0, 0.8, 0.7), "p", "s", affine, ["a", "b"], [0.0, 2.5])
+    img = CTImage(np.zeros((4, 4), np.float32), spacing_mm=(0.9, 0.6), source="x")  # no affine: built from the spacing
+    assert img.spacing_mm == pytest.approx((0.9, 0.6)) and img.pixel_area_cm2 == pytest.approx(0.0054)
+
+
+def test_calibration_and_metadata_survive_slicing():
+    img = CTImage(np.zeros((4, 4), np.float32), spacing_mm=(1.0, 1.0), source="x.png", hu_calibrated=False,
+                  meta={"png_window_hu": [-200.0, 800.0], "PatientSex": "F"})
+    vol = slice_as_volume(img)
+    assert vol.meta.hu_calibrated is False and vol.slice(0).hu_calibrated is False  # no patching after slice()
+    assert vol.meta.png_window_hu == [-200.0, 800.0] and vol.meta.acquisition.patient_sex == "F"
+    assert vol.meta.get("PatientSex") == "F" and "KVP" not in vol.meta and dict(vol.meta)["png_window_hu"]
+    meta = ImageMeta(source_files=["a.dcm", "b.dcm"], datasets=[None, None])
+    assert meta.copy(1).source_files == ["b.dcm"] and meta.file_of(1) == "b.dcm" and meta.file_of(5) == ""
+
+
+def _series(folder, n=3, patient_id="S1"):
+    hu, _ = body_phantom(64, 64)
+    return [write_dicom(folder / f"IM{k}.dcm", hu, patient_id=patient_id, series_uid="1.2.826.0.1.3680043.10.2.99",
+                        position=(-100.0, -120.0, 50.0 + 3 * k), InstanceNumber=k + 1, SliceThickness="3")
+            for k in range(n)]
+
+
+def test_each_source_file_is_read_once_and_seg_sr_come_from_memory(tmp_path, tiny_model, monkeypatch):
+    files = _series(tmp_path / "in" / "S1")
+    opened: Counter = Counter()
+    real = pydicom.dcmread
+
+    def counting(path, *args, **kwargs):
+        opened[str(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    monkeypatch.setattr(pydicom.misc, "is_dicom", lambda p: pytest.fail(f"is_dicom({p}) opens the file again"))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, dicom=True))
+    assert len(res.measurements) == 3 and res.measurements["dicom_seg"].str.endswith("_seg.dcm").all()
+    assert {str(f): 1 for f in files} == {k: v for k, v in opened.items() if k.startswith(str(tmp_path / "in"))}
+    assert not any(k.startswith(str(tmp_path / "out")) for k in opened)  # its own SEG is not read back
+
+
+def test_slice_result_fields_are_the_csv_columns_in_order(tmp_path, tiny_model):
+    from l3seg_lib.measurement import dicom_out, remeasure
+    from l3seg_lib.reporting import html
+
+    _series(tmp_path / "in" / "S1", n=2)
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    written = list(pd.read_csv(tmp_path / "out" / "measurements.csv").columns)
+    assert written == [c for c in COLUMNS if c not in OPTIONAL]
+    for names in (dicom_out.MEASURES, dicom_out.VERDICTS, remeasure.COMPARED):  # what the writers read by name
+        assert set(names) <= set(COLUMNS)
+    page = inspect.getsource(html.write_patient_html) + inspect.getsource(html._level)
+    read = set(re.findall(r"""(?:r|first)(?:\[|\.get\()["']([a-z0-9_]+)["']""", page))
+    assert len(read) > 20 and read <= set(COLUMNS), read - set(COLUMNS)
+    row = res.measurements.iloc[0].to_dict()
+    sr = SliceResult.from_row(row)
+    assert sr.to_row().keys() == row.keys()
+    with pytest.raises(KeyError, match="not columns"):
+        sr.update({"no_such_column": 1})
+    back = InputResult.from_dict(InputResult("x", rows=[sr]).to_dict())
+    assert isinstance(back.rows[0], SliceResult) and back.rows[0].slice_index == sr.slice_index
+
+
+def test_no_import_cycle_in_the_measurement_modules():
+    """Each module imports on its own, first, in a fresh interpreter; no private name is used across them."""
+    for module in ("ledger", "cluster", "stages", "writers", "orchestration", "batch", "result", "options"):
+        code = f"import l3seg_lib.measurement.{module}"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    from pathlib import Path
+
+    import l3seg_lib.measurement as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        assert "_Context" not in path.read_text(), path
