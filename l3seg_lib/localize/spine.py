@@ -222,8 +222,10 @@ def _slab_mean(a: np.ndarray, step: int, half: int) -> np.ndarray:
     ``step``-th slice (0, step, 2 step, ...), from sums over blocks of ``step`` slices (one pass)."""
     nz = a.shape[0]
     nb = -(-nz // step)
-    blocks = np.zeros((nb, *a.shape[1:]), np.float32)
-    np.add.reduceat(a, np.arange(0, nz, step), axis=0, dtype=np.float32, out=blocks)
+    blocks = a[0::step].astype(np.float32)  # strided adds: much faster than ufunc.reduceat here
+    for k in range(1, step):
+        part = a[k::step]
+        blocks[: part.shape[0]] += part
     counts = np.diff(np.append(np.arange(0, nz, step), nz)).astype(np.float32)
     k = int(round(half / step))
     cs = np.concatenate([np.zeros((1, *a.shape[1:]), np.float32), np.cumsum(blocks, axis=0, dtype=np.float32)])
