@@ -37,6 +37,7 @@ def _training_extra_missing(command: str, *also: str) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """``l3seg run``: run the notebook pipeline; exit status 1 when a notebook fails, 2 without the training extra."""
     from l3seg_lib.config import parse_override
     from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
 
@@ -54,6 +55,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    """``l3seg generate``: write a synthetic phantom data set."""
     from l3seg_lib.phantom import generate
 
     df = generate(args.out, n_patients=args.patients, seed=args.seed, matrix=args.matrix,
@@ -63,6 +65,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """``l3seg predict``: segment an image and print the areas (cm²) and muscle HU per slice."""
     from l3seg_lib.measurement.segment import predict_path
 
     df = predict_path(args.input, _model(args.model), args.out, slices=args.slices, vertebra_labels=args.vertebra_labels,
@@ -77,6 +80,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
+    """``l3seg measure``: measure every image in a folder (L3 located, segmented, measured, reported)."""
     from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
     from l3seg_lib.measurement.inputs import load_label_map
     from l3seg_lib.measurement.options import MeasureOptions
@@ -101,6 +105,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _cmd_locate(args: argparse.Namespace) -> int:
+    """``l3seg locate``: locate L3 in a CT volume and print the vertebrae found; exit status 1 when L3 is not found."""
     from l3seg_lib.config import LocalizeConfig, load_params
     from l3seg_lib.imageio.reader import read_image
     from l3seg_lib.localize.l3 import locate_l3
@@ -121,6 +126,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
 
 
 def _cmd_remeasure(args: argparse.Namespace) -> int:
+    """``l3seg remeasure``: remeasure slices whose masks were edited and print what changed."""
     from l3seg_lib.config import CompositionConfig, load_params
     from l3seg_lib.measurement.remeasure import remeasure
 
@@ -133,6 +139,7 @@ def _cmd_remeasure(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    """``l3seg finetune``: fine-tune a model on labelled cases and print the held-out Dice before and after."""
     from l3seg_lib.config import DataConfig
     from l3seg_lib.measurement.inputs import load_label_map
 
@@ -152,6 +159,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_default(args: argparse.Namespace) -> int:
+    """``l3seg train-default``: train the default model on the built-in data and print its cross-validated Dice."""
     if _training_extra_missing("train-default"):
         return 2
     from l3seg_lib.training.default_model import (
@@ -166,6 +174,7 @@ def _cmd_train_default(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``l3seg`` argument parser with one subcommand per command."""
     ap = argparse.ArgumentParser(prog="l3seg", description="CT body composition at L3: segmentation of skeletal "
                                  "muscle, SAT and VAT, areas, SMI, muscle density and cut-off verdicts.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -270,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 on an input, configuration or value error)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

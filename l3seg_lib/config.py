@@ -56,6 +56,7 @@ class DataConfig:
 
 @dataclass
 class PreprocessConfig:
+    """Windowing and resampling of CT slices to the model input."""
     window_hu: tuple[float, float] = (-200.0, 800.0)
     """HU window clipped and scaled to [0, 1]."""
     image_size: int = 256
@@ -69,6 +70,7 @@ class PreprocessConfig:
 
 @dataclass
 class SplitConfig:
+    """Held-out test set and patient-wise cross-validation folds."""
     test_fraction: float = 0.2
     """Fraction of patients held out as the final test set (never used for training or tuning)."""
     n_folds: int = 5
@@ -79,6 +81,7 @@ class SplitConfig:
 
 @dataclass
 class ModelConfig:
+    """U-Net architecture."""
     depth: int = 4
     """Number of 2x down-sampling steps."""
     base_width: int = 8
@@ -91,6 +94,7 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
+    """Training-time augmentation (random rotation in degrees, shift, scale, intensity and noise)."""
     rotate_deg: float = 45.0
     shift_px: int = 10
     """Maximum shift in pixels at the model size."""
@@ -105,6 +109,7 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
+    """Training hyperparameters (optimizer, schedule, loss weights, data ratio, epoch selection)."""
     epochs: int = 15
     batch_size: int = 8
     lr: float = 0.003
@@ -145,6 +150,7 @@ class BudgetConfig:
 
 @dataclass
 class OptimizeConfig:
+    """Bayesian optimisation of loss weights, data ratio and learning rate."""
     enabled: bool = True
     n_trials: int = 10
     init_points: int = 4
@@ -182,6 +188,7 @@ agree), named here so that a params file is checked when it is loaded, not when 
 
 @dataclass
 class CompositionConfig:
+    """HU ranges and the named cut-off set used for body-composition measurement."""
     hu_ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_HU_RANGES))
     """HU ranges (low, high, inclusive) for threshold refinement and IMAT; tissues not given keep
     the Alberta protocol defaults of :data:`l3seg_lib.tissues.DEFAULT_HU_RANGES`."""
@@ -189,6 +196,7 @@ class CompositionConfig:
     """Named cut-off set: one of :data:`CUTOFF_SET_NAMES` (``l3seg_lib.measurement.composition.CUTOFF_SETS``)."""
 
     def __post_init__(self) -> None:
+        """Complete partial ``hu_ranges`` with the default ranges; a config error when a range is invalid."""
         try:  # partial ranges ({muscle: [-30, 150]}) keep the other tissues' defaults, IMAT included
             self.hu_ranges = complete_hu_ranges(self.hu_ranges)
         except ValueError as exc:
@@ -211,6 +219,7 @@ class LocalizeConfig:
 
 @dataclass
 class EvaluateConfig:
+    """Evaluation of the trained model on the held-out test set."""
     model: str = "auto"
     """Which model the evaluation uses: ``baseline``, ``optimised`` or ``auto`` (optimised
     when the optimisation step produced one)."""
@@ -220,12 +229,14 @@ class EvaluateConfig:
 
 @dataclass
 class VisualizeConfig:
+    """Overlay figures of test slices."""
     n_cases: int = 6
     """Test slices shown as overlays."""
 
 
 @dataclass
 class Params:
+    """All parameters of a run (read from a YAML parameter file by :func:`load_params`)."""
     name: str = "default"
     seed: int = 42
     runs_dir: str = "runs"
@@ -245,10 +256,12 @@ class Params:
     visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameters as a plain nested dict (for YAML)."""
         return _to_plain(dataclasses.asdict(self))
 
 
 def _to_plain(obj: Any) -> Any:
+    """Dataclass dict to plain YAML-serialisable values (tuples become lists)."""
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -321,6 +334,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instance of dataclass ``cls`` from ``values`` (keys checked, values coerced to the field types, then
+    validated)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -337,6 +352,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 def _validate(obj: Any, where: str) -> None:
     """Checks that a type alone cannot express."""
     def bad(msg: str) -> L3SegConfigError:
+        """Config error prefixed with the section being validated."""
         return L3SegConfigError(f"{where}: {msg}")
 
     if isinstance(obj, DataConfig):
@@ -455,6 +471,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def save_params(params: Params, path: str | Path) -> Path:
+    """Write ``params`` as YAML to ``path`` (parent folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))

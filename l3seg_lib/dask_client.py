@@ -44,7 +44,9 @@ def _gpu_cluster(workers: int, gpus: Sequence[str]) -> Any:
     from distributed import LocalCluster
 
     class GPULocalCluster(LocalCluster):
+        """LocalCluster whose worker ``i`` sees only GPU ``gpu_for_worker(i, gpus)`` (CUDA_VISIBLE_DEVICES)."""
         def new_worker_spec(self) -> dict[str, Any]:
+            """The base worker spec with CUDA_VISIBLE_DEVICES set to the worker's GPU."""
             (name, spec), = super().new_worker_spec().items()
             spec = {**spec, "options": {**spec["options"],
                                         "env": {"CUDA_VISIBLE_DEVICES": gpu_for_worker(int(name), gpus)}}}

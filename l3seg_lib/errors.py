@@ -17,6 +17,7 @@ class L3SegInputError(L3SegError, ValueError):
     """An input file cannot be used; the message starts with the file's path."""
 
     def __init__(self, path: str | Path | None, problem: str):
+        """Error about ``path`` (None when there is no file) saying ``problem``."""
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)

@@ -71,6 +71,7 @@ def load_entry(entry: ManifestEntry, data: DataConfig, require_mask: bool = True
 
 
 def iter_manifest(manifest: pd.DataFrame, data: DataConfig, require_mask: bool = True) -> Iterator[Case]:
+    """The cases of every manifest row, in order (:func:`load_entry`)."""
     source = manifest.attrs.get("source")
     for _, row in manifest.iterrows():
         yield from load_entry(entry_from_row(row, source), data, require_mask=require_mask)

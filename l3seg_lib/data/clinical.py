@@ -43,6 +43,7 @@ class Reading:
 
 
 def _number(raw: Any) -> float | None:
+    """``raw`` as a finite float; None when blank, not a number or not finite."""
     if is_blank(raw):
         return None
     try:
@@ -53,6 +54,7 @@ def _number(raw: Any) -> float | None:
 
 
 def _fmt(v: float) -> str:
+    """``v`` formatted compactly (``:g``)."""
     return f"{v:g}"
 
 
@@ -113,6 +115,8 @@ def read_age(raw: Any, field: str) -> Reading:
 
 
 def read_bmi(raw: Any, field: str) -> Reading:
+    """BMI in kg/m² from ``raw``, refused (value None, with the reason) when not a number or outside
+    :data:`BMI_RANGE`."""
     v = _number(raw)
     if v is None:
         return _not_a_number(raw, field)
@@ -123,6 +127,7 @@ def read_bmi(raw: Any, field: str) -> Reading:
 
 
 def read_sex(raw: Any) -> str | None:
+    """Sex as ``M`` or ``F`` from common spellings (m/male/man, f/female/woman); None when blank or unrecognised."""
     if is_blank(raw):
         return None
     return _SEX.get(str(raw).strip().lower())
@@ -131,6 +136,7 @@ def read_sex(raw: Any) -> str | None:
 def _csv_readings(row: dict[str, Any], csv: str) -> dict[str, Any]:
     """One CSV row through the rules: values and their sources."""
     def pick(*readings: Reading) -> Reading:
+        """The first reading with a value or a stated source; an empty reading when none has."""
         for r in readings:
             if r.value is not None or r.source:
                 return r
@@ -196,6 +202,7 @@ def clinical_for(patient_id: str, clinical: pd.DataFrame | None, image_meta: dic
         row = {k: (None if is_blank(v) else v) for k, v in clinical.loc[patient_id].to_dict().items()}
 
     def csv(key: str) -> Reading:
+        """The already-read CSV value of ``key`` with its ``<name>_source`` column as a reading."""
         source = f"{key.split('_')[0]}_source"  # height_m -> height_source
         return Reading(None if row.get(key) is None else float(row[key]), row.get(source) or "")
 

@@ -46,6 +46,7 @@ class ManifestEntry:
 
     @property
     def is_png(self) -> bool:
+        """Whether the image is a PNG file."""
         return self.image.name.lower().endswith(".png")
 
     def png_kwargs(self) -> dict[str, Any]:
@@ -84,10 +85,12 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 def entry_from_row(row: pd.Series | dict[str, Any], source: str | Path | None = None) -> ManifestEntry:
     """Parse one manifest row; a bad number is an error naming the manifest and the row's image."""
     def value(key: str) -> Any:
+        """The row's value of ``key``; None when blank."""
         v = row.get(key)
         return None if is_blank(v) else v
 
     def number(key: str) -> float | None:
+        """The row's value of ``key`` as a float (None when blank); an input error when it is not a number."""
         v = value(key)
         if v is None:
             return None

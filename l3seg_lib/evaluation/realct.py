@@ -102,6 +102,7 @@ class RealSet:
     note: str = ""
 
     def __post_init__(self) -> None:
+        """Check that ``kind`` is known and that there is one reference per image; ValueError otherwise."""
         if self.kind not in ("labels", "tissue_masks"):
             raise ValueError(f"set {self.name!r}: kind must be 'labels' or 'tissue_masks', not {self.kind!r}")
         if len(self.images) != len(self.references):
@@ -520,6 +521,7 @@ def check_recorded(summary: pd.DataFrame, model: str, recorded: Mapping[str, Map
 
 @dataclass
 class RealCTResult:
+    """Result of a real-CT evaluation: per-slice scores, per-set summary, model comparison and metadata check."""
     per_slice: pd.DataFrame
     """One row per model, set and slice (:func:`score_slice` columns, ``picture``)."""
     summary: pd.DataFrame
@@ -535,10 +537,13 @@ class RealCTResult:
 
     @property
     def regressions(self) -> list[str]:
+        """One ``REGRESSION ...`` line per (candidate, set, tissue) where a candidate is worse than the baseline
+        beyond the noise."""
         return regression_lines(self.comparison)
 
 
 def _safe(name: str) -> str:
+    """``name`` made safe for a file name (runs of other characters become ``_``; ``x`` when empty)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
 
 

@@ -137,6 +137,7 @@ class ImageMeta(Mapping):
     # -- mapping view --
 
     def _get(self, key: str) -> Any:
+        """Value of ``key``: an acquisition field, a typed field, or an extra entry (None when absent)."""
         if key in ACQUISITION_KEYWORDS:
             return getattr(self.acquisition, ACQUISITION_KEYWORDS[key])
         if key in _FIELD_KEYS:
@@ -144,18 +145,22 @@ class ImageMeta(Mapping):
         return self.extra.get(key)
 
     def __getitem__(self, key: str) -> Any:
+        """Value of ``key``; KeyError when it is absent (None)."""
         value = self._get(key)
         if value is None:
             raise KeyError(key)
         return value
 
     def __iter__(self) -> Iterator[str]:
+        """Keys that have a value (acquisition fields, typed fields, extra entries)."""
         return (k for k in (*ACQUISITION_KEYWORDS, *_FIELD_KEYS, *self.extra) if self._get(k) is not None)
 
     def __len__(self) -> int:
+        """Number of keys that have a value."""
         return sum(1 for _ in self)
 
     def __setitem__(self, key: str, value: Any) -> None:
+        """Set ``key`` on the acquisition record, a typed field or the extra entries."""
         if key in ACQUISITION_KEYWORDS:
             setattr(self.acquisition, ACQUISITION_KEYWORDS[key], value)
         elif key in _FIELD_KEYS:
@@ -209,6 +214,8 @@ class CTImage:
     meta: ImageMeta = field(default_factory=ImageMeta)
 
     def __post_init__(self, spacing_mm, hu_calibrated):
+        """Resolve the affine (from ``spacing_mm`` when none is given), type the metadata and store
+        ``hu_calibrated`` in it."""
         self.affine = _geometry(self.affine, spacing_mm, 2, self.source)
         self.meta = ImageMeta.from_mapping(self.meta)
         if hu_calibrated is not None:
@@ -216,10 +223,12 @@ class CTImage:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the slice in pixels."""
         return tuple(self.hu.shape)  # type: ignore[return-value]
 
     @property
     def pixel_area_cm2(self) -> float:
+        """Area of one pixel in cm² (row spacing × column spacing in mm / 100)."""
         return self.spacing_mm[0] * self.spacing_mm[1] / 100.0
 
     def stored_to_canonical(self, array: np.ndarray) -> np.ndarray:
@@ -269,11 +278,13 @@ class CTVolume:
     meta: ImageMeta = field(default_factory=ImageMeta)
 
     def __post_init__(self, spacing_mm):
+        """Resolve the affine (from ``spacing_mm`` when none is given) and type the metadata."""
         self.affine = _geometry(self.affine, spacing_mm, 3, self.source)
         self.meta = ImageMeta.from_mapping(self.meta)
 
     @property
     def n_slices(self) -> int:
+        """Number of axial slices (z)."""
         return int(self.hu.shape[0])
 
     def slice(self, index: int) -> CTImage:
@@ -368,6 +379,7 @@ def check_same_space(image_affine: np.ndarray, image_shape: tuple[int, ...], oth
     dist = float(np.max(np.linalg.norm(a[:3] - b[:3], axis=0)))
     if dist > tol:
         def fmt(v):
+            """A coordinate vector as text, 1 decimal per component."""
             return "(" + ", ".join(f"{x:.1f}" for x in v) + ")"
         raise L3SegInputError(
             other_source,

@@ -66,6 +66,7 @@ codecs.register()  # 12-bit JPEG Extended through imagecodecs
 
 
 def _dcmread(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """Parse a DICOM file with pydicom; an :class:`L3SegInputError` when it is not DICOM or is corrupt."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except pydicom.errors.InvalidDicomError as exc:
@@ -75,6 +76,7 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
 
 
 def _require(ds: pydicom.Dataset, keyword: str, path: Path, why: str) -> Any:
+    """The value of ``keyword`` in ``ds``; an :class:`L3SegInputError` saying ``why`` when it is missing or empty."""
     value = ds.get(keyword)
     if value is None or value == "":
         raise L3SegInputError(path, f"missing {keyword} ({why})")
@@ -115,6 +117,8 @@ def header_only(ds: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def _orientation(iop: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column direction cosines from ImageOrientationPatient; refused when malformed,
+    degenerate or tilted more than :data:`MAX_AXIAL_TILT_DEG` from axial."""
     try:
         row_cos = np.array([float(v) for v in iop[:3]])
         col_cos = np.array([float(v) for v in iop[3:6]])
@@ -135,6 +139,7 @@ def _orientation(iop: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _spacing(value: Any, path: Path) -> tuple[float, float]:
+    """PixelSpacing as (row, col) in mm, checked to be present, numeric and plausible."""
     if value is None or value == "":
         raise L3SegInputError(path, "missing PixelSpacing (needed to compute areas in cm2)")
     try:
@@ -146,6 +151,7 @@ def _spacing(value: Any, path: Path) -> tuple[float, float]:
 
 
 def _position(value: Any, path: Path) -> np.ndarray:
+    """ImagePositionPatient as an (x, y, z) array in mm (DICOM LPS); refused when malformed."""
     try:
         return np.array([float(v) for v in value[:3]])
     except (TypeError, ValueError, IndexError):
@@ -241,6 +247,7 @@ def padding_mask(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray | None:
 
 
 def _rescale(item: Any, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of a dataset or functional-group item, both required for HU."""
     slope = _require(item, "RescaleSlope", path, "HU must come from RescaleSlope and RescaleIntercept")
     intercept = _require(item, "RescaleIntercept", path, "HU must come from RescaleSlope and RescaleIntercept")
     try:
@@ -250,6 +257,7 @@ def _rescale(item: Any, path: Path) -> tuple[float, float]:
 
 
 def _intercept_hint(intercepts: set[float]) -> str:
+    """Hint for an implausible-HU error naming the RescaleIntercept value(s) found."""
     shown = ", ".join(f"{v:g}" for v in sorted(intercepts))
     return (f"Likely cause: a wrong RescaleIntercept (the file says {shown}; CT stored as unsigned values "
             f"usually needs -1024) or raw values exported without rescaling.")
@@ -261,6 +269,7 @@ def _intercept_hint(intercepts: set[float]) -> str:
 
 @dataclass
 class _Slice:
+    """Geometry and HU rescale of one axial slice (a single-frame file or one frame of an enhanced CT)."""
     path: Path
     header: pydicom.Dataset
     frame: int | None
@@ -276,10 +285,12 @@ class _Slice:
 
     @property
     def name(self) -> str:
+        """File name, with the frame number (1-based) for a frame of a multi-frame file."""
         return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame + 1}"
 
 
 def _single_frame_slice(path: Path, ds: pydicom.Dataset) -> _Slice:
+    """The :class:`_Slice` of a single-frame CT file (position from ImagePositionPatient, else SliceLocation)."""
     row_cos, col_cos = _orientation(_require(ds, "ImageOrientationPatient", path, "needed to confirm the slice is axial"),
                                     path)
     ipp = ds.get("ImagePositionPatient") or [0.0, 0.0, float(ds.get("SliceLocation", 0.0) or 0.0)]
@@ -359,6 +370,8 @@ def read_dicom_file(path: str | Path, check_hu: bool = True) -> CTVolume:
 
 
 def _single_image(path: Path, ds: pydicom.Dataset, check_hu: bool) -> CTImage:
+    """One single-frame CT file to a :class:`CTImage` in HU, canonical orientation (padding and
+    values below -1024 HU become air)."""
     sl = _single_frame_slice(path, ds)
     stored = _decode(ds, path)
     pad = padding_mask(ds, stored)
@@ -419,14 +432,17 @@ class SeriesCandidate:
 
     @property
     def first(self) -> pydicom.Dataset:
+        """The first file's dataset (representative header of the series)."""
         return self.files[0][1]
 
     @property
     def n_slices(self) -> int:
+        """Number of slices in the series (frames of multi-frame files counted)."""
         return sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in self.files)
 
     @property
     def description(self) -> str:
+        """One-line summary: series number, description, kernel, slice thickness (mm) and slice count."""
         ds = self.first
         parts = [f"series {ds.get('SeriesNumber', '?')}", str(ds.get("SeriesDescription", "") or "").strip(),
                  f"kernel {ds.get('ConvolutionKernel', '?')}", f"{self.thickness or '?'} mm",
@@ -435,6 +451,7 @@ class SeriesCandidate:
 
     @property
     def thickness(self) -> float | None:
+        """Slice thickness in mm (SliceThickness, else the shared PixelMeasuresSequence); None when absent."""
         value = self.first.get("SliceThickness")
         if value in (None, ""):
             groups = self.first.get("SharedFunctionalGroupsSequence")
@@ -520,6 +537,7 @@ def series_key(ds: pydicom.Dataset) -> str:
         return ""
 
     def norm(value: Any) -> str:
+        """A header value as text for the geometry hash (numbers to 3 decimals, multi-values joined by backslashes)."""
         values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
         out = []
         for v in values:
@@ -609,6 +627,7 @@ def read_dicom_files(files: list[str | Path], source: str | Path | None = None, 
 
 
 def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipped: list[tuple[str, str]]) -> CTVolume:
+    """The chosen series' slices (single-frame files and frames of enhanced files) assembled into a volume."""
     slices: list[_Slice] = []
     for p, ds in chosen.files:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:

@@ -96,6 +96,7 @@ def combine_binary_masks(masks: dict[str, np.ndarray], sources: dict[str, str] |
 
 @dataclass
 class LabelDescription:
+    """One label of an ITK-SNAP label description file: value, name and colour (RGB)."""
     value: int
     name: str
     rgb: tuple[int, int, int]

@@ -19,6 +19,7 @@ from l3seg_lib.imageio.ct import (
 
 
 def _nifti_stem(path: Path) -> str:
+    """File name without ``.nii.gz`` or ``.nii`` (else without its last suffix)."""
     name = path.name
     for ext in (".nii.gz", ".nii"):
         if name.endswith(ext):

@@ -171,6 +171,8 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | Path, device: str = "auto", num_threads: int = 0):
+        """Open the model in an onnxruntime session and read its l3seg metadata; an input error when the file
+        is missing or not a readable ONNX model."""
         import onnxruntime as ort
 
         self.path = Path(path)

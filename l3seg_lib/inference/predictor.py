@@ -28,6 +28,7 @@ __all__ = ["Prediction", "Predictor"]
 
 @dataclass
 class Prediction:
+    """Segmentation of one slice: labels, class probabilities and inference time."""
     labels: np.ndarray
     """(rows, cols) uint8 classes 0-3 on the original grid."""
     probs: np.ndarray
@@ -49,6 +50,8 @@ class Predictor:
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto", num_threads: int = 0, postprocess: bool = True):
+        """Load the ONNX model and read its preprocessing settings (HU window, input size, padding) from its
+        metadata."""
         self.model = OnnxModel(model_path, device, num_threads)
         self.postprocess = postprocess
         self.path = self.model.path
@@ -60,6 +63,7 @@ class Predictor:
 
     @property
     def info(self) -> ModelInfo:
+        """The model file's metadata."""
         return self.model.info
 
     def predict_hu(self, hu: np.ndarray, spacing_mm: tuple[float, float]) -> Prediction:

@@ -41,6 +41,7 @@ FOUND, CANNOT_TELL = "found", "cannot tell"
 
 @dataclass
 class Vertebra:
+    """One vertebra found by counting: its name and the slice range of its body."""
     name: str
     z_lo: int
     """Lowest slice of the vertebral body (canonical index, inferior -> superior)."""
@@ -50,6 +51,7 @@ class Vertebra:
 
     @property
     def middle(self) -> int:
+        """Middle slice of the vertebral body (canonical index)."""
         return (self.z_lo + self.z_hi) // 2
 
 
@@ -89,9 +91,11 @@ class L3Location:
 
     @property
     def found(self) -> bool:
+        """Whether L3 was found."""
         return self.status == FOUND
 
     def summary(self) -> str:
+        """One-line summary: L3's slice range and measured slice, or why L3 cannot be told."""
         if not self.found:
             return f"L3 cannot be told: {self.reason}"
         return (f"L3 body in slices {self.l3_range[0]}-{self.l3_range[1]}, measured at slice {self.slice_index} "
@@ -110,6 +114,8 @@ def locate_l3(volume: CTVolume, cfg: LocalizeConfig | None = None) -> L3Location
 
 
 def _locate(volume: CTVolume, cfg: LocalizeConfig) -> L3Location:
+    """Locate L3 (untimed part of :func:`locate_l3`): trace the spine, find the intervertebral discs,
+    name the vertebrae and choose the slice; a CANNOT_TELL location with the reason when that fails."""
     dz = float(volume.spacing_mm[0])
     if volume.n_slices * dz < 60.0:
         return L3Location(CANNOT_TELL, f"the volume covers only {volume.n_slices * dz:.0f} mm along the body axis; "

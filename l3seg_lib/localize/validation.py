@@ -250,15 +250,19 @@ def coverage_crops(volume: CTVolume, labels: np.ndarray) -> dict[str, tuple[int,
     margin = max(1, int(round(6.0 / dz)))  # about one disc (slices)
 
     def body(name):
+        """Slice range of the vertebral body ``name`` (None when not in the labels)."""
         return level_range(labels, name, "body", area)
 
     def label(name):
+        """Slice range of any voxel of vertebra or label ``name`` (None when not in the labels)."""
         return level_range(labels, name, "label")
 
     def mid(r):
+        """Middle slice of range ``r`` (None for None)."""
         return None if r is None else (r[0] + r[1]) // 2
 
     def top(r):  # just above a vertebral body (within the disc above it)
+        """Slice about one disc above the top of range ``r`` (None when absent or already at the last slice)."""
         return None if r is None or r[1] == last else min(last, r[1] + margin)
 
     l5, l4, l3, l2, l1, t12 = (body(v) for v in ("L5", "L4", "L3", "L2", "L1", "T12"))
@@ -390,6 +394,7 @@ def rotate_in_plane(volume: CTVolume, labels: np.ndarray, degrees: float) -> Pai
 
 
 def _disk(radius_px: int) -> np.ndarray:
+    """Elliptical structuring element of ``radius_px`` pixels (at least 1)."""
     r = max(1, int(radius_px))
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
@@ -562,6 +567,7 @@ def standard_variants(volume: CTVolume, labels: np.ndarray, seed: int = 0) -> li
     cache: dict[str, np.ndarray] = {}
 
     def body() -> np.ndarray:  # computed once, for the table variants
+        """Body mask of the volume, computed on first use and cached."""
         if "body" not in cache:
             cache["body"] = body_mask(v)
         return cache["body"]

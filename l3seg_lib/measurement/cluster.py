@@ -24,6 +24,7 @@ _PREDICTORS: dict[tuple, Predictor] = {}
 
 
 def _predictor(model: str, device: str, postprocess: bool) -> Predictor:
+    """The worker's cached single-threaded :class:`Predictor` for (``model``, ``device``, ``postprocess``)."""
     key = (model, device, postprocess)
     if key not in _PREDICTORS:
         _PREDICTORS[key] = Predictor(model, device, num_threads=1, postprocess=postprocess)

@@ -50,6 +50,7 @@ CITATIONS = {
 
 
 def _hu_stats(values: np.ndarray) -> tuple[float, float, float]:
+    """(mean, median, SD) in HU of ``values``; NaN when empty (SD NaN for fewer than two values)."""
     if values.size == 0:
         return (np.nan, np.nan, np.nan)
     return float(values.mean()), float(np.median(values)), float(values.std(ddof=1)) if values.size > 1 else np.nan
@@ -109,17 +110,20 @@ def measure_slice(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, f
 
 @dataclass(frozen=True)
 class Verdict:
+    """A cut-off verdict: met, not met or not computable, with the reason."""
     value: bool | None
     """True (criterion met), False (not met) or None (not computable)."""
     reason: str
 
     @property
     def text(self) -> str:
+        """The verdict as text: ``yes``, ``no`` or ``not computable``, then the reason."""
         word = {True: "yes", False: "no", None: "not computable"}[self.value]
         return f"{word}: {self.reason}"
 
 
 def _missing(**values: Any) -> list[str]:
+    """Names of the keyword arguments that are None or a non-finite float (missing inputs of a verdict)."""
     return [k for k, v in values.items() if v is None or (isinstance(v, float) and not np.isfinite(v))]
 
 
@@ -178,6 +182,7 @@ def visceral_obesity_100(vat_cm2: float | None) -> Verdict:
 
 @dataclass(frozen=True)
 class CutoffSet:
+    """A named set of cut-offs: one verdict function per condition, with its description and references."""
     name: str
     description: str
     sarcopenia: Callable[..., Verdict]
@@ -187,6 +192,7 @@ class CutoffSet:
     references: tuple[str, ...]
 
     def citation_text(self) -> str:
+        """The set's references as numbered citations."""
         return " ".join(f"[{i + 1}] {CITATIONS[r]}" for i, r in enumerate(self.references))
 
 
@@ -210,6 +216,7 @@ CUTOFF_SETS = {
 
 
 def get_cutoff_set(name: str) -> CutoffSet:
+    """The cut-off set called ``name``; ValueError naming the available sets when it is unknown."""
     if name not in CUTOFF_SETS:
         raise ValueError(f"unknown cut-off set {name!r}; available: {sorted(CUTOFF_SETS)}")
     return CUTOFF_SETS[name]

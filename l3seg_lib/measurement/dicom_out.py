@@ -26,12 +26,14 @@ SCHEME = PRIVATE_SCHEME
 
 
 def _code(value: str, meaning: str):
+    """highdicom coded concept ``value`` of the l3seg private coding scheme."""
     import highdicom as hd
 
     return hd.sr.CodedConcept(value, SCHEME, meaning)
 
 
 def _concept(code: Code):
+    """highdicom coded concept of ``code`` (value, scheme, meaning)."""
     import highdicom as hd
 
     return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)

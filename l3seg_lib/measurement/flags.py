@@ -41,6 +41,7 @@ class SliceContext:
     """The body mask, when the caller has it (computed once otherwise)."""
 
     def body_mask(self) -> np.ndarray | None:
+        """Body mask of the slice, computed on first use and cached."""
         if self.body is None:
             self.body = body_mask(self.hu)
         return self.body
@@ -107,6 +108,7 @@ def _bright_round_vessel(c: SliceContext) -> float | None:
 
 
 def tube_voltage(c: SliceContext) -> str | None:
+    """Flag when the tube voltage (KVP) is known and not 120 kVp, the voltage of the published cut-offs."""
     kvp = c.meta.get("KVP")
     try:
         value = float(kvp)
@@ -119,6 +121,7 @@ def tube_voltage(c: SliceContext) -> str | None:
 
 
 def slice_thickness(c: SliceContext) -> str | None:
+    """Flag when the slice thickness is known and above 5 mm."""
     try:
         value = float(c.meta.get("SliceThickness"))
     except (TypeError, ValueError):
@@ -129,6 +132,8 @@ def slice_thickness(c: SliceContext) -> str | None:
 
 
 def implausible_numbers(c: SliceContext) -> str | None:
+    """Flag measures outside the plausible adult ranges at L3, or muscle + SAT + VAT areas (cm²) exceeding the
+    body area."""
     odd = []
     for key, (lo, hi) in PLAUSIBLE.items():
         v = c.measures.get(key)
@@ -165,6 +170,8 @@ def broken_muscle_ring(c: SliceContext) -> str | None:
 
 
 def low_confidence(c: SliceContext) -> str | None:
+    """Flag when the mean entropy of the model's probabilities over tissue pixels exceeds
+    :data:`ENTROPY_THRESHOLD` (nats)."""
     if c.probs is None or not (c.labels > 0).any():
         return None
     entropy = mean_tissue_entropy(c.probs, c.labels)
@@ -174,6 +181,7 @@ def low_confidence(c: SliceContext) -> str | None:
 
 
 def l3_uncertain(c: SliceContext) -> str | None:
+    """Flag when L3 was located with less than high confidence (with the localiser's notes)."""
     confidence = c.level.get("l3_confidence")
     if confidence in (None, "", "high"):
         return None

@@ -38,6 +38,7 @@ _NOT_IMAGES = (".csv", ".txt", ".md", ".json", ".yaml", ".yml", ".tag")
 
 
 def _is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file (``.dcm``/``.ima`` suffix or the DICOM preamble); False when unreadable."""
     try:
         return path.suffix.lower() in (".dcm", ".ima") or pydicom.misc.is_dicom(path)
     except OSError:

@@ -26,6 +26,7 @@ COLUMNS = ["source", "status", "reason", "seconds", "model_sha256", "finished"]
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of the file at ``path`` (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -34,6 +35,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _plain(value: Any) -> Any:
+    """JSON fallback for values json cannot serialise: numpy scalars to Python numbers and bools, others to str."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -47,11 +49,13 @@ class Ledger:
     """The ledger of one output folder, for one model (by its hash)."""
 
     def __init__(self, out: Path, model_sha256: str):
+        """Open the ledger of folder ``out`` for the model with hash ``model_sha256`` (``inputs/`` created)."""
         self.out, self.model_sha256 = out, model_sha256
         self.path = out / LEDGER
         (out / "inputs").mkdir(parents=True, exist_ok=True)
 
     def _key(self, source: str) -> Path:
+        """Path of the per-input JSON results file of ``source`` (its name and a short hash of the path)."""
         digest = hashlib.sha1(source.encode()).hexdigest()[:10]
         return self.out / "inputs" / f"{safe_name(Path(source).name)[:60]}_{digest}.json"
 

@@ -98,6 +98,7 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     results: dict[str, InputResult] = dict(done)
 
     def record(res: InputResult) -> None:
+        """Write a finished input to the ledger and keep its result."""
         ledger.record(res)
         results[res.source] = res
 

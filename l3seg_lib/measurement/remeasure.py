@@ -34,6 +34,7 @@ VERDICTS = ("sarcopenia", "sarcopenic_obesity", "myosteatosis", "visceral_obesit
 
 @dataclass
 class RemeasureResult:
+    """Result of remeasuring: the updated table, the audit of changed slices and the HTML report's path."""
     table: pd.DataFrame
     """All measured slices, recomputed where a mask was edited."""
     audit: pd.DataFrame
@@ -54,7 +55,9 @@ def _edited_mask(row: pd.Series, out: Path, masks_dir: Path) -> Path | None:
 
 
 def _clinical(row: pd.Series) -> dict[str, Any]:
+    """The clinical values of a measurements row (NaN as None) in the form the measurement takes."""
     def val(key):
+        """The row's value of ``key``; None when missing or NaN."""
         v = row.get(key)
         return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
     return {"sex": val("sex"), "height_m": val("height_m"), "weight_kg": val("weight_kg"), "bmi": val("bmi_kg_m2"),

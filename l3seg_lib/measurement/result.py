@@ -152,6 +152,7 @@ class InputResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputResult:
+        """Rebuild from :meth:`to_dict` data (its slice rows parsed back)."""
         d = dict(d)
         d["rows"] = [SliceResult.from_row(r) for r in d.get("rows", [])]
         return cls(**d)
@@ -159,6 +160,7 @@ class InputResult:
 
 @dataclass
 class MeasureResult:
+    """Result of measuring a folder: measurements, refused inputs, skipped files, validation and agreement tables."""
     measurements: pd.DataFrame
     errors: pd.DataFrame
     validation: pd.DataFrame = field(default_factory=pd.DataFrame)

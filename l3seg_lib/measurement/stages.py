@@ -50,6 +50,7 @@ class L3NotLocated(L3SegInputError):
     """A whole series or volume in which L3 cannot be told: listed for review, not measured."""
 
     def __init__(self, path: Path, problem: str, picture: Path):
+        """L3 not located in ``path`` for the reason ``problem``; ``picture`` is the localizer review picture."""
         super().__init__(path, problem)
         self.picture = picture
 
@@ -59,6 +60,8 @@ class Measurer:
     clinical table and the overlay writer (a thread, off the inference path)."""
 
     def __init__(self, options: MeasureOptions, predictor: Predictor, out: Path, keep_overlays: bool = True):
+        """Set up from ``options`` (cut-off set, clinical table, reference folder) with the model ``predictor``;
+        overlays written under ``out`` (their bytes kept for the pages when ``keep_overlays``)."""
         self.options, self.predictor, self.out = options, predictor, out
         self.composition = options.composition
         self.cutoffs = composition.get_cutoff_set(options.composition.cutoffs)
@@ -67,6 +70,7 @@ class Measurer:
         self.overlays = OverlayWriter(out, keep=keep_overlays)
 
     def close(self) -> None:
+        """Wait for the overlay writer to finish."""
         self.overlays.close()
 
 

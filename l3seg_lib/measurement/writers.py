@@ -42,6 +42,7 @@ class OverlayWriter:
     PNG bytes (up to :data:`KEEP_OVERLAY_BYTES`) for the patient pages."""
 
     def __init__(self, out: Path, keep: bool = True):
+        """Writer for ``out`` with a single write thread; ``keep`` keeps the PNG bytes for the patient pages."""
         self.out, self.keep = out, keep
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="l3seg-write")
         self.pending: deque[Future] = deque()
@@ -49,6 +50,7 @@ class OverlayWriter:
         self.kept = 0
 
     def _write(self, rel: str, hu: np.ndarray, labels: np.ndarray) -> None:
+        """Render and write one overlay PNG (on the write thread), keeping its bytes while within the budget."""
         data = overlay_png(hu, labels)
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,7 @@ class OverlayWriter:
         return rel
 
     def close(self) -> None:
+        """Wait for all queued overlays to be written, then stop the write thread."""
         while self.pending:
             self.pending.popleft().result()
         self.pool.shutdown()

@@ -135,6 +135,7 @@ def body_frame(spec: PatientSpec, slice_index: int, matrix: int = 512) -> Frame:
     r_b = r_m + t_sat + skin
 
     def at(values):
+        """``values`` on the angular grid interpolated at each pixel's angle ``theta`` (float32)."""
         return np.interp(theta, grid, values).astype(np.float32)
 
     return Frame(spec=spec, slice_index=slice_index, matrix=matrix, cv=cv, prng=prng, srng=srng, dz=dz, k=k, v=v,

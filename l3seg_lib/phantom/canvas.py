@@ -14,6 +14,8 @@ class Canvas:
     """An n x n slice (HU and label arrays) centred at (cx, cy) mm with square pixels of ``spacing`` mm."""
 
     def __init__(self, n: int, spacing: float, cx: float, cy: float):
+        """An ``n`` x ``n`` canvas of air (-1000 HU, label 0) centred at (``cx``, ``cy``) mm with ``spacing`` mm
+        pixels."""
         self.n, self.s = n, spacing
         c = (np.arange(n) - n / 2 + 0.5) * spacing
         self.x = (c + cx)[None, :].astype(np.float32)
@@ -22,6 +24,8 @@ class Canvas:
         self.lab = np.zeros((n, n), dtype=np.uint8)
 
     def bbox(self, x0, x1, y0, y1):
+        """(row slice, column slice) of the canvas covering x ``x0``-``x1`` and y ``y0``-``y1`` mm (clipped to
+        the canvas)."""
         s, n = self.s, self.n
         c0 = int(np.clip(np.floor((x0 - self.x[0, 0]) / s), 0, n))
         c1 = int(np.clip(np.ceil((x1 - self.x[0, 0]) / s) + 1, 0, n))
@@ -45,6 +49,8 @@ class Canvas:
         return (rs, cs), rho <= 1.0
 
     def paint(self, region, mask, label, hu, only=None):
+        """Set ``label`` and ``hu`` (a value or an array) on the ``mask`` pixels of ``region``; with ``only``, only over
+        pixels currently labelled one of ``only``."""
         rs, cs = region
         if only is not None:
             mask = mask & np.isin(self.lab[rs, cs], only)

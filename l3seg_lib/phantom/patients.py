@@ -42,6 +42,8 @@ class PatientSpec:
 
 def make_patient(index: int, seed: int, matrix: int = 512, slices: tuple[int, int] = (1, 3),
                  realism: bool = False) -> PatientSpec:
+    """Synthetic patient ``index`` drawn reproducibly from ``seed``: sex, age, height (m), weight (kg), BMI,
+    muscle, SAT and VAT habitus, tissue HU and acquisition (wider habitus with ``realism``)."""
     rng = np.random.default_rng([seed, index, 1])
     sex = "M" if rng.random() < 0.5 else "F"
     age = int(rng.integers(28, 88))

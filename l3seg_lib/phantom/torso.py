@@ -104,6 +104,7 @@ class TorsoSpec:
 
 @dataclass
 class Torso:
+    """A synthetic CT torso volume with the z-range of each vertebra and where the extras lie."""
     hu: np.ndarray
     """(z, rows, cols) float32 HU."""
     spacing_mm: tuple[float, float, float]
@@ -165,19 +166,23 @@ class _Pose:
 
     @classmethod
     def of(cls, spec: TorsoSpec) -> _Pose:
+        """The pose of ``spec``: its roll (``rotate_deg``) and in-plane shift (``shift_mm``)."""
         a = math.radians(spec.rotate_deg)
         return cls(math.cos(a), math.sin(a), float(spec.shift_mm[0]), float(spec.shift_mm[1]))
 
     def to_patient(self, xs, ys):
+        """Scanner (x, y) in mm to patient coordinates (undo the shift and the roll about the trunk's centre)."""
         dx, dy = xs - self.sx, ys - _BODY_Y - self.sy
         return self.cos * dx + self.sin * dy, -self.sin * dx + self.cos * dy + _BODY_Y
 
     def to_scanner(self, xp, yp):
+        """Patient (x, y) in mm to scanner coordinates (roll about the trunk's centre, then shift)."""
         dy = yp - _BODY_Y
         return self.cos * xp - self.sin * dy + self.sx, self.sin * xp + self.cos * dy + _BODY_Y + self.sy
 
 
 def _trunk_half_width(y):
+    """Half-width (mm) of the elliptical trunk outline at patient y (0 outside the trunk)."""
     return _BODY_AX * np.sqrt(np.clip(1.0 - ((np.asarray(y) - _BODY_Y) / _BODY_AY) ** 2, 0.0, 1.0))
 
 
@@ -281,6 +286,7 @@ def _draw_arm(sl: np.ndarray, arm: _Arm, zz: float, spec: TorsoSpec, pose: _Pose
 
 
 def _make_arms(spec: TorsoSpec, vertebrae: dict, rng: np.random.Generator) -> list[_Arm]:
+    """The two arms (right, left) with the elbow near L2-L3 (or ``spec.elbow_mm``), random girth and lift."""
     mid = {name: (lo + hi) / 2 for name, (lo, hi) in vertebrae.items()}
     elbow = spec.elbow_mm if spec.elbow_mm is not None else rng.uniform(mid["L3"], mid["L2"])
     size = rng.uniform(0.92, 1.05)
@@ -407,6 +413,7 @@ def make_torso(spec: TorsoSpec) -> Torso:
         t_cover, t_hu = t_cover[table], t_hu[table]
 
     def spine_y(zz):  # lordosis: the lumbar spine bows anteriorly
+        """Patient y (mm) of the spine at body z ``zz`` (mm), bowed anteriorly by ``spec.lordosis_mm``."""
         return 55.0 - spec.lordosis_mm * math.sin(min(max((zz + 20) / 200.0, 0.0), 1.0) * math.pi)
 
     vol = np.empty((fine.size, n, n), np.float32)

@@ -21,6 +21,7 @@ from l3seg_lib.phantom.render import render_slice
 
 
 def _uid(*parts) -> str:
+    """A DICOM UID derived deterministically from ``parts``."""
     return generate_uid(entropy_srcs=["l3seg-phantom", *map(str, parts)])
 
 

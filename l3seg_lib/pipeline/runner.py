@@ -32,6 +32,8 @@ class PipelineError(RuntimeError):
 
 
 def _failing_cell(notebook: Path) -> str:
+    """The first cell of an executed notebook with an error output, numbered as in the user's notebook
+    (papermill's added cells left out), with its first line; ``unknown cell`` when none is found."""
     import nbformat
 
     try:

@@ -27,6 +27,7 @@ class Run:
 
     @property
     def id(self) -> str:
+        """The run's id: the name of its folder."""
         return self.dir.name
 
     def path(self, *parts: str, mkdir: bool = True) -> Path:
@@ -38,26 +39,32 @@ class Run:
 
     @property
     def raw_dir(self) -> Path:
+        """Folder of the raw (or generated) input data."""
         return self.path("raw")
 
     @property
     def processed_dir(self) -> Path:
+        """Folder of the preprocessed slices and splits."""
         return self.path("processed")
 
     @property
     def train_dir(self) -> Path:
+        """Folder of the baseline training artifacts."""
         return self.path("train")
 
     @property
     def optimize_dir(self) -> Path:
+        """Folder of the hyperparameter optimisation artifacts."""
         return self.path("optimize")
 
     @property
     def evaluate_dir(self) -> Path:
+        """Folder of the test-set evaluation artifacts."""
         return self.path("evaluate")
 
     @property
     def figures_dir(self) -> Path:
+        """Folder of the figures."""
         return self.path("figures")
 
     @property
@@ -67,6 +74,7 @@ class Run:
 
     @property
     def optimised_model(self) -> Path:
+        """The optimised model as an ONNX model file (written by the optimisation step)."""
         return self.optimize_dir / "optimised" / "model.onnx"
 
     def choose_model(self, which: str = "auto") -> tuple[Path, str]:
@@ -88,6 +96,7 @@ class Run:
         return path
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        """Write ``data`` as indented JSON to ``name`` inside the run; returns the path."""
         path = self.path(name)
         path.write_text(json.dumps(data, indent=2, default=str))
         return path

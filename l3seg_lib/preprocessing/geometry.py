@@ -93,6 +93,7 @@ class Geometry:
 
     @property
     def padded_shape(self) -> tuple[int, int]:
+        """(rows, cols) in original pixels after the whole-image air padding."""
         top, bottom, left, right = self.pad
         return self.rows + top + bottom, self.cols + left + right
 
@@ -134,6 +135,7 @@ def make_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float], size:
 
 
 def _pad(arr: np.ndarray, geom: Geometry, value: float) -> np.ndarray:
+    """``arr`` padded with ``value`` by ``geom.pad`` (top, bottom, left, right) pixels; unchanged without padding."""
     top, bottom, left, right = geom.pad
     if not any(geom.pad):
         return arr
@@ -167,6 +169,7 @@ def _take(grid: np.ndarray, geom: Geometry, value: np.ndarray | float) -> np.nda
 
 
 def _shrink_or_grow(rows: int, cols: int, h: int, w: int) -> int:
+    """OpenCV interpolation for resizing (rows, cols) to (h, w): area when shrinking either axis, else linear."""
     return cv2.INTER_AREA if h < rows or w < cols else cv2.INTER_LINEAR
 
 

@@ -39,6 +39,7 @@ RAW_RECORD = "phantom.json"
 
 
 def _plain(value: Any) -> Any:
+    """``value`` made JSON-plain (a round trip through JSON; non-JSON values as floats)."""
     return json.loads(json.dumps(value, default=float))
 
 
@@ -53,6 +54,7 @@ def processed_record(out_dir: str | Path) -> dict[str, Any] | None:
 
 
 def _record(cfg: PreprocessConfig, source: dict[str, Any] | None) -> dict[str, Any]:
+    """Record of the preprocessing settings and the data source, JSON-plain."""
     return _plain({"preprocess": asdict(cfg), "source": source or {}})
 
 
@@ -117,6 +119,7 @@ def export_processed(
 
 
 def read_processed_manifest(out_dir: str | Path) -> pd.DataFrame:
+    """The processed-slice manifest of ``out_dir``; FileNotFoundError when preprocessing has not run."""
     path = Path(out_dir) / PROCESSED_MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: processed manifest not found; run the preprocessing step first")

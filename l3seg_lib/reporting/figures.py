@@ -20,6 +20,7 @@ from l3seg_lib.tissues import CLASSES
 
 
 def legend_handles() -> list[Patch]:
+    """Matplotlib legend patches, one per tissue, in the overlay colours."""
     return [Patch(color=np.array(c) / 255, label=TISSUE_LABELS[k]) for k, c in TISSUE_COLOURS.items()]
 
 

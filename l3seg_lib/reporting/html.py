@@ -23,6 +23,7 @@ _ENV = jinja2.Environment(
 
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
+    """``value`` with ``digits`` decimals and ``unit``; ``not available`` for None or non-finite values."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "not available"
     if isinstance(value, (int, float)):
@@ -31,10 +32,12 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
 
 
 def _now() -> str:
+    """The current local time as ``YYYY-MM-DD HH:MM``."""
     return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
 
 def _verdict_class(v: str) -> str:
+    """CSS class of a verdict: ``yes``, ``no``, or ``nc`` (not computable) for anything else."""
     return {"yes": "yes", "no": "no"}.get(v, "nc")
 
 

@@ -35,6 +35,7 @@ def overlay_rgb(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45,
 
 
 def save_overlay_png(path: str | Path, hu: np.ndarray, labels: np.ndarray) -> Path:
+    """Save the tissue overlay of ``labels`` on ``hu`` as PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(overlay_rgb(hu, labels)).save(path)

@@ -54,6 +54,7 @@ def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
     draw = ImageDraw.Draw(canvas, "RGBA")
 
     def y_of(z: float) -> float:
+        """Picture y (pixels) of the centre of slice ``z`` (superior slices at the top)."""
         return top + PANEL_HEIGHT - (z + 0.5) / nz * PANEL_HEIGHT
 
     width = canvas.width
@@ -75,6 +76,8 @@ def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
 
 
 def save_localizer_png(path: str | Path, volume: CTVolume, loc: L3Location) -> Path:
+    """Save the localizer review picture (:func:`localizer_picture`) of ``volume`` and ``loc`` as PNG; returns
+    the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     localizer_picture(volume, loc).save(path)

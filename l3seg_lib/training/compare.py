@@ -21,6 +21,7 @@ from l3seg_lib.training.splits import subset
 
 @dataclass
 class Comparison:
+    """Baseline against optimised setting over several seeds: evaluations, per-tissue Dice test table and conclusion."""
     optimised_cv: CVResult
     """Cross-validation of the optimised setting with the first seed (its ensemble is the run's
     optimised model)."""

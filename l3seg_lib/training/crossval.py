@@ -23,6 +23,8 @@ from l3seg_lib.training.trainer import dice_per_slice, train_model
 
 @dataclass
 class CVResult:
+    """Result of patient-wise cross-validation: per-fold and per-slice validation Dice, fold weights and the
+    ensemble files."""
     folds: pd.DataFrame
     """One row per fold: best epoch, validation Dice per tissue, epochs run, seconds."""
     slices: pd.DataFrame

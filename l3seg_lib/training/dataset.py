@@ -65,6 +65,7 @@ class SliceDataset(Dataset):
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, augment: A.Compose | None = None,
                  data_ratio: float = 0.0, augment_originals: bool = False):
+        """Hold ``images`` (N, H, W) and ``masks`` (N, H, W); ``augment_originals`` also augments the originals."""
         if len(images) != len(masks):
             raise ValueError("images and masks differ in number")
         self.images, self.masks = images, masks
@@ -74,9 +75,12 @@ class SliceDataset(Dataset):
         self.augment_originals = augment_originals
 
     def __len__(self) -> int:
+        """Number of items: originals plus augmented copies."""
         return self.n_orig + self.n_aug
 
     def __getitem__(self, index: int):
+        """(image (1, H, W) float32 in [0, 1], mask (H, W) int64) of item ``index``, augmented when it is a copy
+        (or when ``augment_originals``)."""
         src = index if index < self.n_orig else (index - self.n_orig) % self.n_orig
         img, mask = self.images[src], self.masks[src]
         if self.augment is not None and (index >= self.n_orig or self.augment_originals):

@@ -28,10 +28,12 @@ class MeanSoftmax(nn.Module):
     """Mean class probabilities of several networks: (N, 1, H, W) -> (N, C, H, W)."""
 
     def __init__(self, members: list[nn.Module]):
+        """Ensemble of the networks ``members``."""
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over the members of their softmax class probabilities."""
         return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
 
 

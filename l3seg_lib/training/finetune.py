@@ -82,6 +82,7 @@ def finetune(ckpt: dict[str, Any], volume: CTVolume, labels: np.ndarray, train_i
 
 @dataclass
 class FinetuneResult:
+    """Result of fine-tuning: the model, held-out Dice and areas before and after, the split and the report."""
     model_path: Path
     """The fine-tuned model (ONNX; its weights as ``.pt`` beside it)."""
     before: pd.DataFrame

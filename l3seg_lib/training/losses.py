@@ -36,12 +36,14 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, class_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), ce_weight: float = 1.0,
                  dice_weight: float = 1.0):
+        """Loss with per-class ``class_weights`` (background, muscle, SAT, VAT) and the weights of its two terms."""
         super().__init__()
         self.register_buffer("class_weights", torch.tensor(list(class_weights), dtype=torch.float32))
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Weighted cross-entropy plus weighted soft Dice of ``logits`` (N, C, H, W) against ``target`` (N, H, W)."""
         loss = logits.new_zeros(())
         if self.ce_weight:
             loss = loss + self.ce_weight * F.cross_entropy(logits, target.long(), weight=self.class_weights)

@@ -9,6 +9,7 @@ from l3seg_lib.config import ModelConfig
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
+    """Normalisation layer of ``kind`` (``batch``, ``instance``, ``group`` with up to 8 groups; otherwise none)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
@@ -23,6 +24,7 @@ class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions, each followed by normalisation and ReLU; optional dropout."""
 
     def __init__(self, cin: int, cout: int, norm: str, dropout: float = 0.0):
+        """Two 3x3 convolutions, each followed by normalisation and ReLU, then dropout when ``dropout`` > 0."""
         bias = norm == "none"
         layers: list[nn.Module] = [
             nn.Conv2d(cin, cout, 3, padding=1, bias=bias), _norm(norm, cout), nn.ReLU(inplace=True),
@@ -42,6 +44,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, n_classes: int = 4, depth: int = 4, base_width: int = 8,
                  norm: str = "batch", dropout: float = 0.1):
+        """Encoder of ``depth`` + 1 levels (widths doubling from ``base_width``), decoder with skip connections,
+        and a 1x1 convolution head; convolutions Kaiming-initialised."""
         super().__init__()
         self.depth = depth
         widths = [base_width * 2**i for i in range(depth + 1)]
@@ -63,6 +67,8 @@ class UNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, n_classes, H, W) of a batch (N, in_channels, H, W); H and W must be divisible by
+        2**depth."""
         factor = 2**self.depth
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be divisible by {factor} (2**depth)")
@@ -79,8 +85,10 @@ class UNet(nn.Module):
 
 
 def build_model(cfg: ModelConfig, n_classes: int = 4) -> UNet:
+    """The U-Net of ``cfg`` for one-channel input and ``n_classes`` output classes."""
     return UNet(1, n_classes, cfg.depth, cfg.base_width, cfg.norm, cfg.dropout)
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -140,6 +140,8 @@ def cv_objective(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.Da
     from l3seg_lib.training.crossval import cross_validate
 
     def objective(params: Params, point: dict[str, float]) -> dict[str, Any]:
+        """Mean foreground Dice (``target``), per-tissue Dice and optimizer steps of budget-mode
+        cross-validation at ``point``."""
         p = apply_point(budget_params(params), point)
         res = cross_validate(processed_dir, manifest, split, p, out_dir=None,
                              image_size=params.optimize.budget.image_size,
@@ -153,6 +155,7 @@ def cv_objective(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.Da
 
 @dataclass
 class SearchResult:
+    """Outcome of the search: the trial log, the best point, its target (mean foreground Dice) and its params."""
     trials: pd.DataFrame
     best_point: dict[str, float]
     best_target: float
@@ -194,6 +197,7 @@ def _check_signature(params: Params, out: Path, extra: dict[str, Any] | None = N
 
 def _serial_search(params: Params, objective: Objective, out: Path, log: Path, done: list[dict], progress: bool,
                    max_new_trials: int | None) -> SearchResult:
+    """Run the trials one after another in this process (logged trials replayed, then new ones evaluated and logged)."""
     opt = make_optimizer(params)
     base, n_random = _opening(params)
     new = 0

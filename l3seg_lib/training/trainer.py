@@ -25,6 +25,7 @@ from l3seg_lib.training.network import build_model
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random number generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -66,6 +67,7 @@ class BestEpoch:
 
 @dataclass
 class TrainResult:
+    """Result of training one model: its weights, per-epoch history, best epoch and its validation Dice."""
     state_dict: dict[str, torch.Tensor]
     history: pd.DataFrame
     best_epoch: int
