@@ -1,6 +1,7 @@
 # l3seg: two commands from a fresh clone
 #   make run    set up .venv and run the whole pipeline on the built-in data (params/default.yaml)
 #   make test   set up .venv and run every test (unit, end-to-end, nbval notebooks)
+#   make test-fast   the quick lane while editing (under a minute on 2 cores): no slow or heavy tests
 # Other targets: make setup, make run PARAMS=params/quick.yaml, make bench, make lab, make clean
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -9,7 +10,20 @@ BIN := $(VENV)/bin
 PARAMS ?= params/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lab clean
+# The fast lane leaves out the `slow` marker (training, the notebook pipeline) and the heaviest
+# other tests: the real-CT localiser and evaluation suites, the notebook runner, the localiser's
+# couch/arms and cannot-tell sweeps, the locate command, the search-resume check and the
+# import-cycle check in fresh interpreters. `make test` runs them all.
+FAST_ARGS := -m "not slow" -q \
+	--ignore=tests/test_localize_real.py --ignore=tests/test_realct_eval.py --ignore=tests/test_notebooks.py \
+	--deselect tests/test_localize.py::test_l3_found_with_couch_arms_and_placement \
+	--deselect tests/test_localize.py::test_cannot_tell_is_flagged_not_guessed \
+	--deselect tests/test_localize.py::test_cannot_tell_with_couch_and_arms \
+	--deselect tests/test_localize.py::test_locate_command \
+	--deselect tests/test_optimize.py::test_resume_gives_the_same_trials_without_repeating \
+	--deselect tests/test_measure_stages.py::test_no_import_cycle_in_the_measurement_modules
+
+.PHONY: setup run test test-fast bench lab clean
 
 setup: $(STAMP)
 
@@ -26,6 +40,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(FAST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py

@@ -80,7 +80,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    """``l3seg measure``: measure every image in a folder (L3 located, segmented, measured, reported)."""
+    """``l3seg measure``: measure every image in a folder (L3 located, segmented, measured, reported).
+    Exit status 0 when every input was measured, 1 when some were refused (or listed for review),
+    2 when none was measured or on a fatal error (output not writable, output folder in use)."""
     from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
     from l3seg_lib.measurement.inputs import load_label_map
     from l3seg_lib.measurement.options import MeasureOptions
@@ -101,7 +103,14 @@ def _cmd_measure(args: argparse.Namespace) -> int:
           f"see {Path(args.out) / 'index.html'} and measurements.csv")
     if len(res.errors):
         print(res.errors[["source", "error"]].to_string(index=False), file=sys.stderr)
-    return 0
+    measured = getattr(res, "inputs_measured", None)
+    if measured is None:
+        measured = res.measurements["source"].nunique() if len(res.measurements) else 0
+    not_measured = getattr(res, "inputs_not_measured", 0)
+    if measured == 0:
+        print(f"error: {args.folder}: no input measured", file=sys.stderr)
+        return 2
+    return 1 if not_measured else 0
 
 
 def _cmd_locate(args: argparse.Namespace) -> int:
@@ -279,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 on an input, configuration or value error)."""
+    """Run the command line; returns the exit status (2 on an input, configuration, value or file
+    system error; ``measure``: 0 all inputs measured, 1 some refused, 2 none measured)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -288,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as exc:  # bad model file, bad option values
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output or input the file system refuses
+        where = exc.filename if exc.filename is not None else ""
+        print(f"error: {where}: {exc.strerror or exc}" if where else f"error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -220,7 +220,7 @@ def test_measure_on_two_dask_workers_equals_serial(tmp_path, tiny_model):
     write_dicom(tmp_path / "in" / "mr.dcm", hu, Modality="MR", patient_id="MR")
     serial = measure_folder(tmp_path / "in", tiny_model, tmp_path / "serial", MeasureOptions(progress=False))
     assert main(["measure", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "dask"),
-                 "--workers", "2"]) == 0
+                 "--workers", "2"]) == 1  # exit status 1: the MR input is refused
     parallel = pd.read_csv(tmp_path / "dask" / "measurements.csv", dtype={"patient_id": str})
     cols = ["patient_id", "sma_cm2", "sat_cm2", "vat_cm2", "muscle_refined_hu_mean", "imat_cm2", "sarcopenia"]
     left = serial.measurements[cols].sort_values("patient_id").reset_index(drop=True)

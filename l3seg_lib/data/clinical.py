@@ -173,6 +173,8 @@ def read_clinical(path: str | Path) -> pd.DataFrame:
         raise L3SegInputError(path, f"not a readable CSV ({exc})") from None
     if "patient_id" not in df.columns:
         raise L3SegInputError(path, "clinical CSV needs a 'patient_id' column")
+    if df.empty:
+        raise L3SegInputError(path, "clinical CSV lists no patients (a header and no rows)")
     if df["patient_id"].duplicated().any():
         dup = df.loc[df["patient_id"].duplicated(), "patient_id"].iloc[0]
         raise L3SegInputError(path, f"patient_id {dup!r} appears more than once")

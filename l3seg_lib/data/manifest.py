@@ -75,6 +75,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise L3SegInputError(path, "manifest lists no cases")
     base = path.parent
     for col in ("image", "mask"):
+        bad = [str(v) for v in df.get(col, []) if not is_blank(v) and any(ord(ch) < 32 for ch in str(v))]
+        if bad:
+            raise L3SegInputError(path, f"column {col!r}: path {bad[0]!r} holds a control character (e.g. NUL)")
         if col in df.columns:
             df[col] = [None if is_blank(v) else str((base / str(v)).resolve()) if not Path(str(v)).is_absolute() else str(v)
                        for v in df[col]]

@@ -17,8 +17,10 @@ acquisition fields, series notes, skipped files, HU calibration), kept by :meth:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import InitVar, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -452,3 +454,106 @@ def slice_as_volume(image: CTImage) -> CTVolume:
 def volume_slices(volume: CTVolume) -> list[CTImage]:
     """All slices of a volume (each keeps the volume's metadata, calibration included)."""
     return [volume.slice(i) for i in range(volume.n_slices)]
+
+
+# --------------------------------------------------------------------------------------------
+# resource limits from headers, and the smallest plausible image
+#
+# A header can claim any size: a 352-byte NIfTI header saying 30000x30000x3 voxels, a DICOM
+# header saying 65535x65535 pixels in 10000 frames. The readers check what a header claims
+# against ReadLimits before they allocate anything (NIfTI through nibabel's header and proxy,
+# DICOM from the header parsed with the pixel data deferred, PNG from Pillow's size before
+# decoding), and that the file is large enough to hold what it claims. Each refusal is an
+# L3SegInputError naming the file and the attribute.
+
+DEFLATE_MAX_RATIO = 1032
+"""The most deflate (gzip) can compress: a .nii.gz of n bytes holds at most about n * 1032 bytes."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Limits on what an image header may claim, and the smallest plausible CT slice."""
+
+    max_voxels: int = 2**28
+    """Voxels of one image (all slices or frames): 2**28 is 1 GiB as float32 HU."""
+    max_bytes: int = 2**31
+    """Bytes of stored pixel data an image header may claim (2 GiB)."""
+    max_frames: int = 4096
+    """Slices of a volume or frames of an enhanced DICOM file."""
+    max_matrix: int = 8192
+    """Rows or columns of one slice."""
+    min_matrix: int = 64
+    """Rows and columns a CT slice must have at least (a 1x1 or 16x16 'CT' cannot be measured)."""
+    min_fov_mm: float = 150.0
+    """Field of view (rows x row spacing and columns x column spacing) a slice must cover at least:
+    an abdomen at L3 is some 250-400 mm across."""
+
+
+DEFAULT_LIMITS = ReadLimits()
+FLOOR_LIMITS = ReadLimits(min_matrix=8, min_fov_mm=10.0)
+"""What every CT image read must reach, whatever is asked (a 1x1 or 4x4 'CT' is never measured;
+checked by the DICOM and NIfTI readers before the HU check, by ``read_image`` for every kind);
+the plausible minimum of :data:`DEFAULT_LIMITS` (64 px, 150 mm) is applied when the caller asks
+(``read_image(check_size=True)``), as the measurement of real scans should."""
+
+
+def check_claimed_size(source: str | Path, shape: tuple[int, ...], itemsize: int, limits: ReadLimits | None = None,
+                       what: str = "the header", frames_axis: int | None = None) -> int:
+    """Refuse a header whose claimed ``shape`` (of items of ``itemsize`` bytes) exceeds ``limits``;
+    the number of voxels. ``what`` names the attribute(s) in the message."""
+    limits = limits or DEFAULT_LIMITS
+    dims = [int(d) for d in shape]
+    if any(d < 1 for d in dims):
+        raise L3SegInputError(source, f"{what} claims an empty image ({'x'.join(map(str, dims))})")
+    voxels = math.prod(dims)
+    nbytes = voxels * max(int(itemsize), 1)
+    text = "x".join(map(str, dims))
+    if frames_axis is not None and dims[frames_axis] > limits.max_frames:
+        raise L3SegInputError(source, f"{what} claims {dims[frames_axis]} slices/frames ({text}); "
+                                      f"the limit is {limits.max_frames}")
+    big = [d for i, d in enumerate(dims) if i != frames_axis and d > limits.max_matrix]
+    if big:
+        raise L3SegInputError(source, f"{what} claims a {text} matrix; the limit is {limits.max_matrix} "
+                                      f"rows or columns per slice")
+    if voxels > limits.max_voxels:
+        raise L3SegInputError(source, f"{what} claims {text} = {voxels:,} voxels; the limit is "
+                                      f"{limits.max_voxels:,} (refused before reading the pixel data)")
+    if nbytes > limits.max_bytes:
+        raise L3SegInputError(source, f"{what} claims {nbytes:,} bytes of pixel data ({text}); "
+                                      f"the limit is {limits.max_bytes:,}")
+    return voxels
+
+
+def check_plausible_image(source: str | Path, shape: tuple[int, int], spacing_mm: tuple[float, float],
+                          limits: ReadLimits | None = None) -> None:
+    """Refuse a slice too small to be an axial CT at L3: its matrix ``shape`` (rows, cols) below
+    :attr:`ReadLimits.min_matrix` or its field of view (rows x row spacing, cols x column spacing)
+    below :attr:`ReadLimits.min_fov_mm`."""
+    limits = limits or DEFAULT_LIMITS
+    rows, cols = int(shape[0]), int(shape[1])
+    if rows < limits.min_matrix or cols < limits.min_matrix:
+        raise L3SegInputError(source, f"the image matrix is {rows}x{cols} pixels (Rows x Columns); a CT slice "
+                                      f"needs at least {limits.min_matrix}x{limits.min_matrix}")
+    fov = (rows * float(spacing_mm[0]), cols * float(spacing_mm[1]))
+    if not all(math.isfinite(f) for f in fov) or min(fov) < limits.min_fov_mm:
+        raise L3SegInputError(
+            source, f"the field of view is {fov[0]:.0f} x {fov[1]:.0f} mm (matrix {rows}x{cols} x pixel spacing "
+            f"{float(spacing_mm[0]):g} x {float(spacing_mm[1]):g} mm); an abdominal CT slice at L3 needs at "
+            f"least {limits.min_fov_mm:g} mm")
+
+
+def header_int(ds: Any, keyword: str, source: str | Path, default: int | None = None) -> int:
+    """An integer header attribute (DICOM ``Rows``, ``NumberOfFrames``, ...), refused naming it when
+    it is malformed; ``default`` when it is absent or empty."""
+    value = ds.get(keyword) if hasattr(ds, "get") else None
+    if value is None or value == "":
+        if default is None:
+            raise L3SegInputError(source, f"missing {keyword}")
+        return default
+    try:
+        number = float(value)
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise L3SegInputError(source, f"{keyword} {value!r} is not a whole number") from None

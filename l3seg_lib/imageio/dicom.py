@@ -34,16 +34,22 @@ from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio import codecs
 from l3seg_lib.imageio.ct import (
     ACQUISITION_KEYWORDS,
+    FLOOR_LIMITS,
     LOWEST_HU,
     MAX_AXIAL_TILT_DEG,
     CTImage,
     CTVolume,
     ImageMeta,
+    ReadLimits,
     canonicalize,
+    check_claimed_size,
     check_pixel_spacing,
     check_plausible_hu,
+    check_plausible_image,
+    header_int,
     slice_as_volume,
 )
+from l3seg_lib.names import input_stem
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 """SOP classes of (multi-frame) secondary capture images."""
@@ -65,14 +71,53 @@ codecs.register()  # 12-bit JPEG Extended through imagecodecs
 # reading headers
 
 
-def _dcmread(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+_PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
+"""Float, double float and integer pixel data: left unparsed (and deferred) by :func:`_parse_all`."""
+
+
+def _parse_all(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Convert every element but the pixel data now (pydicom converts raw values when they are
+    first used), so that a malformed value (a wrong length, an unknown VR) is found while the file
+    is read, and refused, not later anywhere the attribute is looked up."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta is not ds:
+        _parse_all(meta)
+    for tag in list(ds.keys()):
+        if tag in _PIXEL_TAGS:
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _parse_all(item)
+    return ds
+
+
+def _dcmread(path: Path, stop_before_pixels: bool = False, defer_size: int | None = None) -> pydicom.Dataset:
     """Parse a DICOM file with pydicom; an :class:`L3SegInputError` when it is not DICOM or is corrupt."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return _parse_all(pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size))
     except pydicom.errors.InvalidDicomError as exc:
         raise L3SegInputError(path, f"not a DICOM file ({exc})") from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom raises many types for corrupt files (struct.error, BytesLengthException, ...)
         raise L3SegInputError(path, f"corrupt or truncated DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def check_dicom_size(ds: pydicom.Dataset, path: Path, limits: ReadLimits | None = None) -> tuple[int, int, int]:
+    """(NumberOfFrames, Rows, Columns) of a header, refused naming the attribute when malformed or
+    when Rows x Columns x NumberOfFrames x BitsAllocated exceed ``limits`` (from the header alone,
+    before the pixel data is read or decoded)."""
+    rows = header_int(ds, "Rows", path)
+    cols = header_int(ds, "Columns", path)
+    frames = header_int(ds, "NumberOfFrames", path, default=1)
+    bits = header_int(ds, "BitsAllocated", path, default=16)
+    samples = header_int(ds, "SamplesPerPixel", path, default=1)
+    if bits not in (1, 8, 16, 32, 64):
+        raise L3SegInputError(path, f"BitsAllocated {bits} is not 1, 8, 16, 32 or 64")
+    check_claimed_size(path, (frames, rows, cols), max(bits // 8, 1) * max(samples, 1), limits,
+                       what="the DICOM header (NumberOfFrames x Rows x Columns x BitsAllocated)", frames_axis=0)
+    return frames, rows, cols
 
 
 def _require(ds: pydicom.Dataset, keyword: str, path: Path, why: str) -> Any:
@@ -122,8 +167,10 @@ def _orientation(iop: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         row_cos = np.array([float(v) for v in iop[:3]])
         col_cos = np.array([float(v) for v in iop[3:6]])
-    except (TypeError, ValueError, IndexError):
-        raise L3SegInputError(path, f"ImageOrientationPatient {iop!r} is malformed") from None
+        if row_cos.shape != (3,) or col_cos.shape != (3,) or not np.all(np.isfinite([*row_cos, *col_cos])):
+            raise ValueError
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise L3SegInputError(path, f"ImageOrientationPatient {iop!r} is malformed (expected six numbers)") from None
     normal = np.cross(row_cos, col_cos)
     norm = np.linalg.norm(normal)
     if norm < 0.5:
@@ -144,7 +191,7 @@ def _spacing(value: Any, path: Path) -> tuple[float, float]:
         raise L3SegInputError(path, "missing PixelSpacing (needed to compute areas in cm2)")
     try:
         row_mm, col_mm = (float(value[0]), float(value[1]))
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         raise L3SegInputError(path, f"PixelSpacing {value!r} is not two numbers") from None
     check_pixel_spacing((row_mm, col_mm), str(path))
     return row_mm, col_mm
@@ -153,9 +200,12 @@ def _spacing(value: Any, path: Path) -> tuple[float, float]:
 def _position(value: Any, path: Path) -> np.ndarray:
     """ImagePositionPatient as an (x, y, z) array in mm (DICOM LPS); refused when malformed."""
     try:
-        return np.array([float(v) for v in value[:3]])
-    except (TypeError, ValueError, IndexError):
-        raise L3SegInputError(path, f"ImagePositionPatient {value!r} is malformed") from None
+        position = np.array([float(v) for v in value[:3]])
+        if position.shape != (3,) or not np.all(np.isfinite(position)):
+            raise ValueError
+        return position
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise L3SegInputError(path, f"ImagePositionPatient {value!r} is malformed (expected three numbers)") from None
 
 
 def dicom_affine(row_cos, col_cos, position, spacing, slice_vector) -> np.ndarray:
@@ -204,13 +254,14 @@ def skip_reason(ds: pydicom.Dataset) -> str | None:
 # pixel data -> HU
 
 
-def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+def _decode(ds: pydicom.Dataset, path: Path, limits: ReadLimits | None = None) -> np.ndarray:
     """The stored pixel values, (rows, cols) or (frames, rows, cols); a clear error naming the
     transfer syntax when it cannot be decoded."""
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if header_int(ds, "SamplesPerPixel", path, default=1) != 1:
         raise L3SegInputError(path, "colour DICOM (SamplesPerPixel > 1) is not a CT image in HU")
     if "PixelData" not in ds:
         raise L3SegInputError(path, "the file has no pixel data")
+    check_dicom_size(ds, path, limits)
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         stored = ds.pixel_array
@@ -241,7 +292,10 @@ def padding_mask(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray | None:
     if value is None:
         return None
     limit = ds.get("PixelPaddingRangeLimit")
-    lo, hi = (int(value), int(value)) if limit is None else sorted((int(value), int(limit)))
+    try:
+        lo, hi = (int(value), int(value)) if limit is None else sorted((int(value), int(limit)))
+    except (TypeError, ValueError, OverflowError):
+        return None  # a malformed PixelPaddingValue marks nothing
     mask = (stored >= lo) & (stored <= hi)
     return mask if mask.any() else None
 
@@ -250,10 +304,20 @@ def _rescale(item: Any, path: Path) -> tuple[float, float]:
     """(RescaleSlope, RescaleIntercept) of a dataset or functional-group item, both required for HU."""
     slope = _require(item, "RescaleSlope", path, "HU must come from RescaleSlope and RescaleIntercept")
     intercept = _require(item, "RescaleIntercept", path, "HU must come from RescaleSlope and RescaleIntercept")
-    try:
-        return float(slope), float(intercept)
-    except (TypeError, ValueError):
-        raise L3SegInputError(path, f"RescaleSlope {slope!r} or RescaleIntercept {intercept!r} is not a number") from None
+    values = []
+    for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        try:
+            values.append(float(value))
+        except (TypeError, ValueError, OverflowError):
+            raise L3SegInputError(path, f"{keyword} {value!r} is not a number (HU = stored x RescaleSlope + "
+                                        f"RescaleIntercept)") from None
+        if not np.isfinite(values[-1]):
+            raise L3SegInputError(path, f"{keyword} is {values[-1]} (HU = stored x RescaleSlope + RescaleIntercept "
+                                        f"needs finite numbers)")
+    if values[0] == 0:
+        raise L3SegInputError(path, "RescaleSlope is 0: every pixel would have the same HU (RescaleSlope is "
+                                    "usually 1)")
+    return values[0], values[1]
 
 
 def _intercept_hint(intercepts: set[float]) -> str:
@@ -289,16 +353,30 @@ class _Slice:
         return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame + 1}"
 
 
+def _optional_number(item: Any, keyword: str, path: Path) -> float | None:
+    """A numeric attribute that may be absent (SliceThickness, SliceLocation): None when absent
+    or empty, refused naming it when it is not a finite number."""
+    value = item.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise L3SegInputError(path, f"{keyword} {value!r} is not a number") from None
+    if not np.isfinite(number):
+        raise L3SegInputError(path, f"{keyword} is {number}")
+    return number
+
+
 def _single_frame_slice(path: Path, ds: pydicom.Dataset) -> _Slice:
     """The :class:`_Slice` of a single-frame CT file (position from ImagePositionPatient, else SliceLocation)."""
     row_cos, col_cos = _orientation(_require(ds, "ImageOrientationPatient", path, "needed to confirm the slice is axial"),
                                     path)
-    ipp = ds.get("ImagePositionPatient") or [0.0, 0.0, float(ds.get("SliceLocation", 0.0) or 0.0)]
+    ipp = ds.get("ImagePositionPatient") or [0.0, 0.0, _optional_number(ds, "SliceLocation", path) or 0.0]
     slope, intercept = _rescale(ds, path)
-    thickness = ds.get("SliceThickness")
     return _Slice(path, ds, None, row_cos, col_cos, _position(ipp, path), _spacing(ds.get("PixelSpacing"), path),
-                  slope, intercept, float(thickness) if thickness not in (None, "") else None,
-                  int(ds.get("InstanceNumber", 0) or 0))
+                  slope, intercept, _optional_number(ds, "SliceThickness", path),
+                  header_int(ds, "InstanceNumber", path, default=0))
 
 
 def _functional_group(ds: pydicom.Dataset, frame: int, sequence: str) -> Any:
@@ -324,13 +402,12 @@ def _enhanced_slices(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
         if plane is None or pos is None or measures is None:
             raise L3SegInputError(path, f"frame {i + 1}: the functional groups lack plane orientation, position "
                                         f"or pixel measures")
-        row_cos, col_cos = _orientation(plane.ImageOrientationPatient, Path(where))
+        row_cos, col_cos = _orientation(plane.get("ImageOrientationPatient"), Path(where))
         transform = _functional_group(ds, i, "PixelValueTransformationSequence") or ds
         slope, intercept = _rescale(transform, path)
-        thickness = measures.get("SliceThickness")
-        out.append(_Slice(path, ds, i, row_cos, col_cos, _position(pos.ImagePositionPatient, path),
+        out.append(_Slice(path, ds, i, row_cos, col_cos, _position(pos.get("ImagePositionPatient"), path),
                           _spacing(measures.get("PixelSpacing"), path), slope, intercept,
-                          float(thickness) if thickness not in (None, "") else None, i + 1))
+                          _optional_number(measures, "SliceThickness", path), i + 1))
     return out
 
 
@@ -338,42 +415,46 @@ def _enhanced_slices(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
 # single files
 
 
-def read_dicom(path: str | Path, check_hu: bool = True) -> CTImage:
+def read_dicom(path: str | Path, check_hu: bool = True, limits: ReadLimits | None = None) -> CTImage:
     """Read one axial single-frame CT DICOM file to HU (RescaleSlope/RescaleIntercept), canonical
     orientation. Padding pixels (PixelPaddingValue) become -1024 HU."""
     path = Path(path)
-    ds = _read_checked(path)
+    ds = _read_checked(path, limits)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise L3SegInputError(path, "multi-frame (enhanced) CT: read it as a volume (read_image / read_dicom_volume)")
-    return _single_image(path, ds, check_hu)
+    return _single_image(path, ds, check_hu, limits)
 
 
-def _read_checked(path: Path) -> pydicom.Dataset:
-    """The whole file (read once), refused when it is not an axial CT image."""
+def _read_checked(path: Path, limits: ReadLimits | None = None) -> pydicom.Dataset:
+    """The whole file (read once, its pixel data deferred until decoded), refused when it is not
+    an axial CT image or its header claims more than ``limits`` allow."""
     if not path.is_file():
         raise L3SegInputError(path, "file not found")
-    ds = _dcmread(path)
+    ds = _dcmread(path, defer_size=DEFER_BYTES)
     reason = skip_reason(ds)
     if reason is not None:
         raise L3SegInputError(path, reason)
+    check_dicom_size(ds, path, limits)
     return ds
 
 
-def read_dicom_file(path: str | Path, check_hu: bool = True) -> CTVolume:
+def read_dicom_file(path: str | Path, check_hu: bool = True, limits: ReadLimits | None = None) -> CTVolume:
     """One DICOM file, read once, as a volume: a single-frame CT slice (a one-slice volume) or an
     enhanced multi-frame CT."""
     path = Path(path)
-    ds = _read_checked(path)
+    ds = _read_checked(path, limits)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return _assemble(path, _enhanced_slices(path, ds), check_hu, [])
-    return slice_as_volume(_single_image(path, ds, check_hu))
+        return _assemble(path, _enhanced_slices(path, ds), check_hu, [], limits)
+    return slice_as_volume(_single_image(path, ds, check_hu, limits))
 
 
-def _single_image(path: Path, ds: pydicom.Dataset, check_hu: bool) -> CTImage:
+def _single_image(path: Path, ds: pydicom.Dataset, check_hu: bool, limits: ReadLimits | None = None) -> CTImage:
     """One single-frame CT file to a :class:`CTImage` in HU, canonical orientation (padding and
     values below -1024 HU become air)."""
     sl = _single_frame_slice(path, ds)
-    stored = _decode(ds, path)
+    check_plausible_image(path, (header_int(ds, "Rows", path), header_int(ds, "Columns", path)), sl.spacing,
+                          FLOOR_LIMITS)
+    stored = _decode(ds, path, limits)
     pad = padding_mask(ds, stored)
     hu = (stored.astype(np.float32) * sl.slope + sl.intercept).astype(np.float32)
     del stored
@@ -389,7 +470,7 @@ def _single_image(path: Path, ds: pydicom.Dataset, check_hu: bool) -> CTImage:
     return CTImage(
         hu=np.ascontiguousarray(xyz[:, :, 0].T),
         patient_id=str(ds.get("PatientID", "") or path.parent.name),
-        slice_id=str(ds.get("SOPInstanceUID", "") or path.stem),
+        slice_id=str(ds.get("SOPInstanceUID", "") or input_stem(path)),
         source=str(path),
         affine=can_affine,
         slice_location_mm=float(sl.position[2]),
@@ -481,7 +562,8 @@ SERIES_RULE = ("original images before derived ones; soft-tissue kernels before 
 """How :func:`choose_series` picks one series among several eligible ones (documented in the README)."""
 
 
-def scan_folder(folder: str | Path) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
+def scan_folder(folder: str | Path, limits: ReadLimits | None = None
+                ) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
     """The eligible axial CT series in a folder, and the files skipped with the reason. Each file
     is parsed once, its pixel data deferred (:func:`_read_whole`); files without the DICOM preamble
     are passed over, as :func:`list_dicom_files` does."""
@@ -489,7 +571,7 @@ def scan_folder(folder: str | Path) -> tuple[list[SeriesCandidate], list[tuple[s
     if not folder.is_dir():
         raise L3SegInputError(folder, "folder not found")
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    candidates, skipped = group_series(files, whole=True)
+    candidates, skipped = group_series(files, whole=True, limits=limits)
     if not candidates and all(why is None for _, why in skipped):
         raise L3SegInputError(folder, "contains no DICOM files")
     return candidates, [(name, why) for name, why in skipped if why is not None]
@@ -506,7 +588,7 @@ def _read_whole(path: Path) -> pydicom.Dataset | None:
     or None when it is not a DICOM file (no preamble). When only the pixel data is unreadable,
     its header: the series is refused when it is decoded."""
     try:
-        return pydicom.dcmread(path, defer_size=DEFER_BYTES)
+        return _parse_all(pydicom.dcmread(path, defer_size=DEFER_BYTES))
     except pydicom.errors.InvalidDicomError:
         try:
             if not pydicom.misc.is_dicom(path):
@@ -514,7 +596,9 @@ def _read_whole(path: Path) -> pydicom.Dataset | None:
         except OSError as exc:
             raise L3SegInputError(path, f"cannot be read ({exc})") from None
         return _dcmread(path, stop_before_pixels=True)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+    except MemoryError:
+        raise
+    except Exception:  # corrupt: the header alone, or an L3SegInputError naming the problem
         return _dcmread(path, stop_before_pixels=True)
 
 
@@ -551,7 +635,8 @@ def series_key(ds: pydicom.Dataset) -> str:
     return f"geometry-{frame}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def group_series(files: list[Path], whole: bool = False) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
+def group_series(files: list[Path], whole: bool = False, limits: ReadLimits | None = None
+                 ) -> tuple[list[SeriesCandidate], list[tuple[str, str]]]:
     """DICOM files grouped into eligible axial CT series by :func:`series_key` (each enhanced
     multi-frame file is a volume of its own), and the files skipped with the reason (unreadable,
     or not an axial CT image: :func:`skip_reason`). Only headers are read; with ``whole``, whole
@@ -569,6 +654,11 @@ def group_series(files: list[Path], whole: bool = False) -> tuple[list[SeriesCan
             skipped.append((p.name, None))  # type: ignore[arg-type]
             continue
         reason = skip_reason(ds)
+        if reason is None:
+            try:
+                check_dicom_size(ds, p, limits)
+            except L3SegInputError as exc:
+                reason = exc.problem
         if reason is not None:
             skipped.append((p.name, reason))
             continue
@@ -589,11 +679,12 @@ def choose_series(candidates: list[SeriesCandidate]) -> tuple[SeriesCandidate, l
     return chosen, others
 
 
-def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str | None = None) -> CTVolume:
+def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str | None = None,
+                      limits: ReadLimits | None = None) -> CTVolume:
     """Read the axial CT series of a folder (see the module docstring), slices sorted by
     ImagePositionPatient (inferior first)."""
     folder = Path(folder)
-    candidates, skipped = scan_folder(folder)
+    candidates, skipped = scan_folder(folder, limits)
     if not candidates:
         listing = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
         raise L3SegInputError(folder, f"holds no axial CT image series ({listing})")
@@ -604,10 +695,11 @@ def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str
         chosen, others = match[0], []
     else:
         chosen, others = choose_series(candidates)
-    return _read_candidate(folder, chosen, check_hu, skipped + others)
+    return _read_candidate(folder, chosen, check_hu, skipped + others, limits)
 
 
-def read_dicom_files(files: list[str | Path], source: str | Path | None = None, check_hu: bool = True) -> CTVolume:
+def read_dicom_files(files: list[str | Path], source: str | Path | None = None, check_hu: bool = True,
+                     limits: ReadLimits | None = None) -> CTVolume:
     """Read DICOM files that form one series (e.g. a group of :func:`group_series` among files
     lying loose in a folder) as a volume named ``source`` (default: their folder); files that are
     not axial CT images are skipped and listed, as in a series folder."""
@@ -615,7 +707,7 @@ def read_dicom_files(files: list[str | Path], source: str | Path | None = None, 
     if not paths:
         raise L3SegInputError(source or "-", "no DICOM files given")
     source = Path(source) if source is not None else paths[0].parent
-    candidates, skipped = group_series(paths, whole=True)
+    candidates, skipped = group_series(paths, whole=True, limits=limits)
     skipped = [(name, why if why is not None else "not a DICOM file") for name, why in skipped]
     if not candidates:
         listing = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
@@ -623,10 +715,11 @@ def read_dicom_files(files: list[str | Path], source: str | Path | None = None, 
     if len(candidates) > 1:
         raise L3SegInputError(source, f"the files belong to {len(candidates)} series, not one: "
                                       f"{sorted(c.uid for c in candidates)}")
-    return _read_candidate(source, candidates[0], check_hu, skipped)
+    return _read_candidate(source, candidates[0], check_hu, skipped, limits)
 
 
-def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipped: list[tuple[str, str]]) -> CTVolume:
+def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipped: list[tuple[str, str]],
+                    limits: ReadLimits | None = None) -> CTVolume:
     """The chosen series' slices (single-frame files and frames of enhanced files) assembled into a volume."""
     slices: list[_Slice] = []
     for p, ds in chosen.files:
@@ -634,20 +727,18 @@ def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipp
             slices += _enhanced_slices(p, ds if "PixelData" in ds else _dcmread(p))
         else:
             slices.append(_single_frame_slice(p, ds))
-    return _assemble(source, slices, check_hu, skipped)
+    return _assemble(source, slices, check_hu, skipped, limits)
 
 
-def read_dicom_volume(path: str | Path, check_hu: bool = True) -> CTVolume:
+def read_dicom_volume(path: str | Path, check_hu: bool = True, limits: ReadLimits | None = None) -> CTVolume:
     """Read an enhanced (multi-frame) CT file as a volume."""
     path = Path(path)
-    ds = _dcmread(path)
-    reason = skip_reason(ds)
-    if reason is not None:
-        raise L3SegInputError(path, reason)
-    return _assemble(path, _enhanced_slices(path, ds), check_hu, [])
+    ds = _read_checked(path, limits)
+    return _assemble(path, _enhanced_slices(path, ds), check_hu, [], limits)
 
 
-def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[tuple[str, str]]) -> CTVolume:
+def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[tuple[str, str]],
+              limits: ReadLimits | None = None) -> CTVolume:
     """Sort, check and stack slices into a canonical volume; report what was odd."""
     notes: list[str] = []
     ref = slices[0]
@@ -692,6 +783,9 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
 
     # one float32 array filled slice by slice (a 500-slice series is 0.5 GB; no stacked copies)
     rows, cols = int(ref.header.get("Rows")), int(ref.header.get("Columns"))
+    check_claimed_size(source, (len(slices), rows, cols), 4, limits, frames_axis=0,
+                       what="the series (slices x Rows x Columns, as float32 HU)")
+    check_plausible_image(source, (rows, cols), ref.spacing, FLOOR_LIMITS)
     hu = np.empty((len(slices), rows, cols), np.float32)
     sample = set(np.linspace(0, len(slices) - 1, min(len(slices), HU_CHECK_SLICES)).round().astype(int).tolist())
     checked, checked_pad = [], []
@@ -700,11 +794,11 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
     for k, s in enumerate(slices):
         if s.frame is None:
             ds = s.header if "PixelData" in s.header else _dcmread(s.path)  # read while scanning, or read now
-            stored = _decode(ds, s.path)
+            stored = _decode(ds, s.path, limits)
         else:
             if s.path not in decoded:
                 datasets[s.path] = s.header if "PixelData" in s.header else _dcmread(s.path)
-                decoded[s.path] = _decode(datasets[s.path], s.path)
+                decoded[s.path] = _decode(datasets[s.path], s.path, limits)
             ds, stored = datasets[s.path], decoded[s.path][s.frame]
         pad = padding_mask(ds, stored)
         np.multiply(stored, s.slope, out=hu[k], casting="unsafe")
@@ -737,8 +831,8 @@ def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[
         patient_id=str(first.get("PatientID", "") or (source.name if source.is_dir() else source.stem)),
         source=str(source),
         affine=can_affine,
-        slice_ids=[str(s.header.get("SOPInstanceUID", "") or s.path.stem) if s.frame is None
-                   else f"{s.header.get('SOPInstanceUID', s.path.stem)}#{s.frame + 1}" for s in slices],
+        slice_ids=[str(s.header.get("SOPInstanceUID", "") or input_stem(s.path)) if s.frame is None
+                   else f"{s.header.get('SOPInstanceUID', input_stem(s.path))}#{s.frame + 1}" for s in slices],
         slice_locations_mm=[float(s.position[2]) for s in slices],
         stored_transform=_in_plane(transform),
         meta=meta,

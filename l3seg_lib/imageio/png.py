@@ -8,20 +8,26 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from l3seg_lib.errors import L3SegInputError
-from l3seg_lib.imageio.ct import CTImage, ImageMeta, check_pixel_spacing
+from l3seg_lib.imageio.ct import CTImage, ImageMeta, ReadLimits, check_claimed_size, check_pixel_spacing
 
 
-def read_png_array(path: str | Path, what: str) -> np.ndarray:
-    """A single-channel PNG as an integer array; colour images are refused."""
+def read_png_array(path: str | Path, what: str, limits: ReadLimits | None = None) -> np.ndarray:
+    """A single-channel PNG as an integer array; colour images are refused, and so is a PNG whose
+    header (IHDR width x height) exceeds ``limits``, before it is decoded."""
     path = Path(path)
     if not path.is_file():
         raise L3SegInputError(path, "file not found")
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            check_claimed_size(path, (height, width), len(im.getbands()) or 1, limits,
+                               what="the PNG header (IHDR height x width)")
             im.load()
             mode = im.mode
             arr = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except L3SegInputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise L3SegInputError(path, f"corrupt or unreadable PNG ({exc})") from None
     if mode in ("RGB", "RGBA", "LA"):
         chans = arr[..., :3] if mode != "LA" else arr[..., :1]
@@ -38,6 +44,7 @@ def read_png(
     spacing_mm: tuple[float, float] | None,
     window_hu: tuple[float, float] | None,
     patient_id: str | None = None,
+    limits: ReadLimits | None = None,
 ) -> CTImage:
     """Read an 8-bit windowed PNG export; HU are reconstructed as lo + v/255 * (hi - lo).
 
@@ -54,7 +61,7 @@ def read_png(
     lo, hi = float(window_hu[0]), float(window_hu[1])
     if not lo < hi:
         raise L3SegInputError(path, f"export window [{lo}, {hi}] HU is empty")
-    arr = read_png_array(path, "image")
+    arr = read_png_array(path, "image", limits)
     if arr.max(initial=0) > 255:
         raise L3SegInputError(path, "expected an 8-bit PNG export (values 0-255)")
     hu = (lo + arr.astype(np.float32) / 255.0 * (hi - lo)).astype(np.float32)

@@ -11,6 +11,10 @@
   or not an axial CT image, refused with the reason when read); each NIfTI file is one volume.
   PNG needs the manifest (no geometry in PNG).
 
+``measure`` also takes one file: an image file is that one input, a ``manifest.csv`` its rows.
+:func:`discover` also says what it left out of the folder, and why (sub-folders without DICOM
+files, such as a folder of NIfTI masks; files that are no image), for ``skipped.csv``.
+
 :func:`read_entry` reads one input the way ``measure`` and ``remeasure`` both read it;
 :func:`entry_for_source` finds again, for ``remeasure``, how a measured input was listed.
 """
@@ -55,26 +59,57 @@ class SeriesEntry(ManifestEntry):
 
 
 def discover_inputs(folder: str | Path) -> list[ManifestEntry]:
-    """The inputs in ``folder`` (see the module docstring for the rules)."""
+    """The inputs in ``folder`` (see the module docstring for the rules); ``folder`` may also be
+    one file: a ``manifest.csv`` (its rows) or an image file (that one input)."""
+    return discover(folder)[0]
+
+
+def discover(folder: str | Path) -> tuple[list[ManifestEntry], list[tuple[str, str]]]:
+    """:func:`discover_inputs` and what it left out of ``folder``: (file or sub-folder name, why)
+    for each entry that is not an input (for ``skipped.csv``; files left out inside a series are
+    listed when the series is read)."""
     folder = Path(folder)
+    if folder.is_file():
+        if folder.name == MANIFEST_NAME:
+            return manifest_entries(folder), []
+        return [ManifestEntry(folder)], []
+    if not folder.exists():
+        raise L3SegInputError(folder, "file or folder not found")
     if not folder.is_dir():
-        raise L3SegInputError(folder, "folder not found")
+        raise L3SegInputError(folder, "neither a file nor a folder")
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():
-        return manifest_entries(manifest)
+        return manifest_entries(manifest), []
     found: list[tuple[Path, ManifestEntry]] = []  # (where it sorts, input)
     loose: list[Path] = []
+    left_out: list[tuple[str, str]] = []
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
         if path.is_dir():
-            if any(_is_dicom(p) for p in path.iterdir() if p.is_file()):
+            files = [p for p in path.iterdir() if p.is_file()]
+            if any(_is_dicom(p) for p in files):
                 found.append((path, ManifestEntry(path)))
+            else:
+                left_out.append((path.name + "/", _why_folder_left_out(files)))
         elif name.endswith((".nii", ".nii.gz", ".png")):  # PNG fails with a clear message: it needs spacing
             found.append((path, ManifestEntry(path)))
-        elif not name.endswith(_NOT_IMAGES) and _is_dicom(path):
+        elif name.endswith(_NOT_IMAGES):
+            left_out.append((path.name, f"not an image ({path.suffix.lower()} file)"))
+        elif _is_dicom(path):
             loose.append(path)
+        else:
+            left_out.append((path.name, "not a DICOM, NIfTI or PNG file"))
     found += _loose_dicom_inputs(folder, loose)
-    return [entry for _, entry in sorted(found, key=lambda item: item[0])]
+    return [entry for _, entry in sorted(found, key=lambda item: item[0])], left_out
+
+
+def _why_folder_left_out(files: list[Path]) -> str:
+    """Why a sub-folder without DICOM files is not measured."""
+    images = [p.name for p in files if p.name.lower().endswith((".nii", ".nii.gz", ".png"))]
+    if images:
+        return (f"a sub-folder of {len(images)} NIfTI/PNG file(s), e.g. {images[0]}: only DICOM series are read from "
+                "sub-folders (reference masks go in --reference-dir; to measure these images, give this folder itself)")
+    return "no DICOM files in this sub-folder" if files else "empty sub-folder"
 
 
 def _loose_dicom_inputs(folder: Path, files: list[Path]) -> list[tuple[Path, ManifestEntry]]:

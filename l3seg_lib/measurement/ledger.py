@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from l3seg_lib.measurement.result import InputResult
-from l3seg_lib.names import safe_name
+from l3seg_lib.names import csv_cell, safe_name
 
 LEDGER = "ledger.csv"
 COLUMNS = ["source", "status", "reason", "seconds", "model_sha256", "finished"]
@@ -62,11 +62,11 @@ class Ledger:
     def record(self, result: InputResult) -> None:
         """Write one finished input: its results, then its ledger row."""
         key = self._key(result.source)
-        tmp = key.with_suffix(".tmp")
+        tmp = key.with_name(f".{key.name}.tmp")
         tmp.write_text(json.dumps(result.to_dict(), default=_plain))
         os.replace(tmp, key)
         new = not self.path.is_file()
-        row = pd.DataFrame([{"source": result.source, "status": result.status, "reason": result.reason,
+        row = pd.DataFrame([{"source": result.source, "status": result.status, "reason": csv_cell(result.reason),
                              "seconds": round(result.seconds, 3), "model_sha256": self.model_sha256,
                              "finished": _dt.datetime.now().isoformat(timespec="seconds")}], columns=COLUMNS)
         with open(self.path, "a") as f:

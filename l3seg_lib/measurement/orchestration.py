@@ -6,18 +6,24 @@ Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs` and eac
 threads while the network runs (:func:`prefetch`), or on Dask workers (:mod:`.cluster`). Each
 input is recorded in the ledger (:mod:`.ledger`) as it finishes, so a batch resumes; the writers
 (:mod:`.writers`) then write the tables and pages. One bad input is listed in ``errors.csv`` and
-the batch goes on.
+the batch goes on. An output that cannot be written (:class:`~.writers.OutputError`) stops the
+batch: it names the path, and a rerun finishes the batch. One batch at a time writes an output
+folder: ``<out>/.l3seg.lock`` (a second one stops with :class:`OutputInUse`).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from tqdm import tqdm
+
+from l3seg_lib.errors import L3SegError
 
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement import cluster
@@ -26,7 +32,7 @@ from l3seg_lib.measurement.ledger import Ledger, file_sha256
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.result import InputResult, MeasureResult
 from l3seg_lib.measurement.stages import Measurer, measure_input, read
-from l3seg_lib.measurement.writers import write_outputs
+from l3seg_lib.measurement.writers import OutputError, output_error, write_atomic, write_outputs
 
 
 def called(fn: Callable, *args: Any) -> Future:
@@ -62,6 +68,52 @@ def prefetch(fn: Callable, items: Sequence, threads: int) -> Iterator[Future]:
             yield pending.popleft()
 
 
+LOCK = ".l3seg.lock"
+OUTPUT_FOLDERS = ("overlays", "masks", "inputs", "patients", "localizer")
+"""Folders of an output folder written per input (``dicom`` too with ``--dicom``)."""
+
+
+class OutputInUse(L3SegError):
+    """Another ``l3seg measure`` is writing the output folder."""
+
+    def __init__(self, out: Path):
+        """``out`` is locked by another batch."""
+        super().__init__(f"{out}: in use by another l3seg measure (lock file {out / LOCK})")
+
+
+def lock_output(out: Path) -> FileLock:
+    """Create ``out`` and take its lock (:data:`LOCK`) without waiting: :class:`OutputInUse` when
+    another batch holds it, :class:`~.writers.OutputError` when ``out`` cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(out, exc) from exc
+    lock = FileLock(str(out / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputInUse(out) from None
+    except OSError as exc:
+        raise output_error(out / LOCK, exc) from exc
+    return lock
+
+
+def check_output(out: Path, folders: Sequence[str]) -> None:
+    """Create the output folders and write a probe file in each, so that an unwritable output
+    stops the batch before anything is measured (:class:`~.writers.OutputError`, naming the path)."""
+    for name in ("", *folders):
+        folder = out / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(folder, exc) from exc
+        probe = write_atomic(folder / f".l3seg-probe{os.getpid()}", b"")
+        try:
+            probe.unlink()
+        except OSError as exc:
+            raise output_error(probe, exc) from exc
+
+
 def page_meta(predictor: Predictor, measurer: Measurer) -> dict[str, Any]:
     """What the HTML pages say about the model, the cut-off set and the HU ranges."""
     cutoffs, comp = measurer.cutoffs, measurer.composition
@@ -85,10 +137,19 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     """
     opt = options or MeasureOptions()
     out = Path(out_dir)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    inputs = discover_inputs(folder)  # before any output folder exists: a missing input leaves none
+    lock = lock_output(out)
+    try:
+        return _measure_locked(inputs, model, out, opt)
+    finally:
+        lock.release()
+
+
+def _measure_locked(inputs: list, model: str | Path | Predictor, out: Path, opt: MeasureOptions) -> MeasureResult:
+    """:func:`measure_folder` with the output folder locked, on the inputs found."""
+    check_output(out, OUTPUT_FOLDERS + (("dicom",) if opt.dicom else ()))
     predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device, postprocess=opt.postprocess)
     ledger = Ledger(out, file_sha256(predictor.path))
-    inputs = discover_inputs(folder)
     done = {} if opt.force else ledger.finished()
     todo = [inp for inp in inputs if str(inp.image) not in done]
     if opt.max_inputs is not None:
@@ -99,18 +160,42 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
 
     def record(res: InputResult) -> None:
         """Write a finished input to the ledger and keep its result."""
-        ledger.record(res)
+        try:
+            ledger.record(res)
+        except OSError as exc:
+            raise output_error(ledger.path, exc) from exc
         results[res.source] = res
+
+    # an input goes to the ledger only once its overlays are written (they are written on a thread)
+    waiting: deque[tuple[InputResult, int]] = deque()
+
+    def record_written() -> None:
+        """Record the finished inputs whose overlays are all written."""
+        written = measurer.overlays.written()
+        while waiting and waiting[0][1] <= written:
+            record(waiting.popleft()[0])
 
     if opt.workers or opt.scheduler:
         cluster.run_on_dask(todo, predictor.path, opt, out, record, opt.progress)
         todo = []
+    stopped = True
     try:
         loaded = prefetch(lambda inp: read(inp, opt), todo, opt.read_threads)
         for inp, future in tqdm(zip(todo, loaded), total=len(todo), desc="measure", unit="input",
                                 disable=not opt.progress, mininterval=2.0):
-            record(measure_input(inp, measurer, future))
+            waiting.append((measure_input(inp, measurer, future), measurer.overlays.submitted))
+            record_written()
+        stopped = False
     finally:
-        measurer.close()
+        try:
+            measurer.close()  # every queued overlay written
+        except OutputError:
+            if not stopped:
+                raise  # else the error that stopped the batch goes on
+        else:
+            record_written()  # also when the batch stopped: the inputs finished before are kept
     ordered = [results[str(inp.image)] for inp in inputs if str(inp.image) in results]
-    return write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images)
+    res = write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images)
+    res.inputs_measured = sum(r.status == "measured" for r in ordered)
+    res.inputs_not_measured = len(ordered) - res.inputs_measured
+    return res

@@ -41,7 +41,7 @@ from l3seg_lib.measurement.flags import SliceContext, review_flags
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_reference
 from l3seg_lib.measurement.options import NOT_CHECKED, MeasureOptions
 from l3seg_lib.measurement.result import InputResult, SliceResult
-from l3seg_lib.measurement.writers import OverlayWriter, write_dicom_pair, write_masks
+from l3seg_lib.measurement.writers import OutputError, OverlayWriter, write_dicom_pair, write_masks
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.review import save_localizer_png
 
@@ -167,6 +167,8 @@ def measure_input(inp: ManifestEntry, m: Measurer, volume_future: Future | None 
         clin = clinical_for(volume.patient_id, m.clinical, volume.meta)
         for i, pred in zip(choice.indices, preds):
             res.rows.append(_measure_slice(inp, volume, i, pred, choice.level, clin, m))
+    except OutputError:
+        raise  # the output side failed: fatal for the batch, not a refused input
     except L3NotLocated as exc:
         res.status, res.reason = "review", str(exc)
         res.errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture)})

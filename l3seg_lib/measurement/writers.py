@@ -7,6 +7,7 @@ source header read with the image); per batch ``measurements.csv`` (from the
 from __future__ import annotations
 
 import io
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,11 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from l3seg_lib.errors import L3SegError
 from l3seg_lib.metrics import TISSUES, bland_altman
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.measurement.result import InputResult, MeasureResult, SliceResult, results_table
-from l3seg_lib.names import safe_name
+from l3seg_lib.names import clean_text, csv_cell, safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import overlay_rgb
 
@@ -28,6 +30,64 @@ WRITE_QUEUE = 4
 """Overlay pictures waiting to be written before inference waits for them."""
 KEEP_OVERLAY_BYTES = 256 * 2**20
 """PNG bytes of overlays kept in memory for the patient pages (beyond this, the pages read them back)."""
+
+
+class OutputError(L3SegError):
+    """An output cannot be written (read-only or full file system, a file where a folder is
+    expected, no permission): fatal for the batch, never a refused input. Names the path."""
+
+    def __init__(self, path: str | Path, problem: str | BaseException):
+        """Cannot write ``path`` because of ``problem`` (a message or the OSError)."""
+        if isinstance(problem, OSError):
+            problem = problem.strerror or str(problem)
+        self.path, self.problem = str(path), str(problem)
+        super().__init__(f"{self.path}: cannot write output: {self.problem}")
+
+    def __reduce__(self):
+        """Pickled with its path and problem (raised on a Dask worker, re-raised on the client)."""
+        return type(self), (self.path, self.problem)
+
+
+def output_error(path: str | Path, exc: OSError) -> OutputError:
+    """The :class:`OutputError` of a failed write of ``path`` (the file the OSError names, if any)."""
+    return OutputError(exc.filename if getattr(exc, "filename", None) else path, exc)
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` under a temporary name, renamed into place when complete
+    (an interrupted write never leaves a torn file); an OSError becomes :class:`OutputError`."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise output_error(path, exc) from exc
+    return path
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """``df`` written to ``path`` as CSV, atomically, its text cells cleaned for spreadsheets
+    (:func:`~l3seg_lib.names.csv_cell`: no control characters, no live formulas)."""
+    return write_atomic(path, clean_frame(df, csv_cell).to_csv(index=False))
+
+
+def clean_frame(df: pd.DataFrame, clean=clean_text) -> pd.DataFrame:
+    """A copy of ``df`` with ``clean`` applied to the cells of its text (object or string) columns."""
+    cols = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+    if not cols:
+        return df
+    df = df.copy()
+    for c in cols:
+        df[c] = df[c].map(clean)
+    return df
 
 
 def overlay_png(hu: np.ndarray, labels: np.ndarray) -> bytes:
@@ -48,13 +108,12 @@ class OverlayWriter:
         self.pending: deque[Future] = deque()
         self.images: dict[str, bytes] = {}
         self.kept = 0
+        self.submitted = 0
 
     def _write(self, rel: str, hu: np.ndarray, labels: np.ndarray) -> None:
         """Render and write one overlay PNG (on the write thread), keeping its bytes while within the budget."""
         data = overlay_png(hu, labels)
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write_atomic(self.out / rel, data)
         if self.keep and self.kept + len(data) <= KEEP_OVERLAY_BYTES:
             self.images[rel] = data
             self.kept += len(data)
@@ -63,23 +122,37 @@ class OverlayWriter:
         """Queue the overlay of one slice; its path relative to the output folder."""
         rel = str(Path("overlays") / f"{stem}.png")
         self.pending.append(self.pool.submit(self._write, rel, hu, labels))
+        self.submitted += 1
         while len(self.pending) > WRITE_QUEUE and self.pending[0].done():
             self.pending.popleft().result()
         if len(self.pending) > WRITE_QUEUE:  # bounded: never hold a long backlog of slices in memory
             self.pending.popleft().result()
         return rel
 
+    def written(self) -> int:
+        """How many of the overlays submitted so far are written (they are written in order);
+        raises the error of a failed write."""
+        while self.pending and self.pending[0].done():
+            self.pending.popleft().result()
+        return self.submitted - len(self.pending)
+
     def close(self) -> None:
         """Wait for all queued overlays to be written, then stop the write thread."""
-        while self.pending:
-            self.pending.popleft().result()
-        self.pool.shutdown()
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown()
 
 
 def write_masks(out: Path, stem: str, image: CTImage, labels: np.ndarray, imat_hu: tuple[float, float] | None,
                 tag: bool) -> dict[str, str]:
-    """The slice's masks for editing (``mask_nifti``, ``mask_tag`` columns)."""
-    return export_masks(out, stem, image, labels, imat_hu, tag=tag)
+    """The slice's masks for editing (``mask_nifti``, ``mask_tag`` columns); a failed write is an
+    :class:`OutputError`."""
+    try:
+        return export_masks(out, stem, image, labels, imat_hu, tag=tag)
+    except OSError as exc:
+        raise output_error(out / "masks", exc) from exc
 
 
 def write_dicom_pair(out: Path, stem: str, image: CTImage, labels: np.ndarray, imat_hu: tuple[float, float] | None,
@@ -93,6 +166,8 @@ def write_dicom_pair(out: Path, stem: str, image: CTImage, labels: np.ndarray, i
 
     try:
         return write_dicom_outputs(out, stem, source, image, labels, imat_hu, result.to_row(), model_label)
+    except OSError as exc:  # the output side: fatal, not a note
+        raise output_error(out / "dicom", exc) from exc
     except Exception as exc:  # a DICOM writer problem must not lose the measurement
         return {"dicom_seg": "", "dicom_sr": "", "dicom_note": f"SEG/SR not written: {type(exc).__name__}: {exc}"}
 
@@ -115,15 +190,20 @@ def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
              **bland_altman(val[f"area_pred_{t}_cm2"].to_numpy(), val[f"area_true_{t}_cm2"].to_numpy())}
             for t in TISSUES
         ])
-        val.to_csv(out / "validation.csv", index=False)
-        agreement.to_csv(out / "agreement.csv", index=False)
-    table.to_csv(out / "measurements.csv", index=False)
-    err.to_csv(out / "errors.csv", index=False)
+        write_csv(val, out / "validation.csv")
+        write_csv(agreement, out / "agreement.csv")
+    write_csv(table, out / "measurements.csv")
+    write_csv(err, out / "errors.csv")
     skipped_df = pd.DataFrame([k for res in results for k in res.skipped], columns=["source", "file", "reason"])
-    skipped_df.to_csv(out / "skipped.csv", index=False)
-    if len(table):
-        for pid, group in table.groupby("patient_id", sort=True):
-            write_patient_html(out / "patients" / f"{safe_name(str(pid))}.html", str(pid), group, out, meta,
-                               images=images)
-    write_index_html(out / "index.html", table, err, val, agreement, meta, skipped_df)
+    write_csv(skipped_df, out / "skipped.csv")
+    # the pages get the cells without control characters (they escape HTML themselves)
+    page_table, page_err, page_val, page_skipped = (clean_frame(d) for d in (table, err, val, skipped_df))
+    try:
+        if len(page_table):
+            for pid, group in page_table.groupby("patient_id", sort=True):
+                write_patient_html(out / "patients" / f"{safe_name(str(pid))}.html", str(pid), group, out, meta,
+                                   images=images)
+        write_index_html(out / "index.html", page_table, page_err, page_val, agreement, meta, page_skipped)
+    except OSError as exc:
+        raise output_error(out / "index.html", exc) from exc
     return MeasureResult(table, err, val, agreement, out, skipped_df)

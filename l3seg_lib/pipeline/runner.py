@@ -7,6 +7,7 @@ bars with time left, messages) streams to the terminal while they run.
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from l3seg_lib.config import load_params
-from l3seg_lib.pipeline.runs import Run, create_run, open_run
+from l3seg_lib.pipeline.runs import Run, create_run, n_test_patients, open_run, smoke_test_banner
 
 NOTEBOOKS = ("01_preprocess", "02_train", "03_optimize", "04_evaluate", "05_visualize")
 TITLES = {
@@ -127,18 +128,54 @@ def render_reports(run: Run, notebooks: list[Path], reports_dir: Path) -> Path:
     out = reports_dir / run.id
     out.mkdir(parents=True, exist_ok=True)
     links = []
+    banner = smoke_test_banner(run.params)
+    n_test = n_test_patients(run.dir)
     for nb in notebooks:
-        html_path = export_notebook_html(nb, out / f"{nb.stem}.html", hide_code=True)
+        html_path = export_notebook_html(nb, out / f"{nb.stem}.html", hide_code=True, banner=banner,
+                                         n=n_test if nb.stem >= "03" else None)
         links.append((TITLES.get(nb.stem, nb.stem), html_path.name))
     return write_run_index_html(out / "index.html", run.id, run.dir / "params.yaml", run.dir / "notebooks",
-                                run.params.data.source, run.params.seed, links)
+                                run.params.data.source, run.params.seed, links, smoke_test=banner)
 
 
-def export_notebook_html(notebook: str | Path, html_path: str | Path, hide_code: bool = True) -> Path:
+_TAGS = re.compile(r"(<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--.*?-->|<[^>]*>)", re.S | re.I)
+_NAN = re.compile(r"(?<![\w.])[-+]?nan(?![\w])", re.I)
+
+
+def clinician_html(html: str, banner: str | None = None, n: int | None = None) -> str:
+    """A rendered report made fit for clinicians: every ``nan``/``NaN`` in its text (tables,
+    printed statistics; never in scripts, styles or attributes such as embedded pictures) becomes
+    :func:`~l3seg_lib.reporting.html.not_computable`, and ``banner`` (:func:`~l3seg_lib.pipeline.runs.smoke_test_banner`)
+    heads the page."""
+    from l3seg_lib.reporting.html import not_computable
+
+    parts = _TAGS.split(html)
+    for i in range(0, len(parts), 2):  # text between tags; odd items are the tags themselves
+        parts[i] = _NAN.sub(not_computable(n), parts[i])
+    html = "".join(parts)
+    if banner:
+        div = ('<div class="l3seg-banner" role="alert" style="background:#b00020;color:#fff;font-weight:600;'
+               f'padding:.6em 1em;margin:0 0 1em;font-family:system-ui,sans-serif">{_html_escape(banner)}</div>')
+        html, k = re.subn(r"(<body\b[^>]*>)", lambda m: m.group(1) + div, html, count=1, flags=re.I)
+        if not k:
+            html = div + html
+    return html
+
+
+def _html_escape(text: str) -> str:
+    """``text`` escaped for HTML."""
+    from markupsafe import escape
+
+    return str(escape(text))
+
+
+def export_notebook_html(notebook: str | Path, html_path: str | Path, hide_code: bool = True,
+                         banner: str | None = None, n: int | None = None) -> Path:
     """Render an executed notebook to a self-contained HTML file.
 
     The clinician version (``hide_code=True``) hides code cells and prompts and drops stderr
-    streams (progress bars, warnings); text, tables and figures stay.
+    streams (progress bars, warnings); text, tables and figures stay, with no NaN left in them
+    and ``banner`` on top (:func:`clinician_html`; ``n``: the patients the statistics rest on).
     """
     import nbformat
     from nbconvert import HTMLExporter
@@ -150,6 +187,8 @@ def export_notebook_html(notebook: str | Path, html_path: str | Path, hide_code:
                 cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code, exclude_output_prompt=hide_code)
     body, _ = exporter.from_notebook_node(nb)
+    if hide_code:
+        body = clinician_html(body, banner, n)
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(body)

@@ -16,6 +16,33 @@ from typing import Any
 from l3seg_lib.config import Params, load_params, save_params
 
 PARAMS_FILE = "params.yaml"
+SMOKE_TEST_NAMES = ("quick", "smoke")
+"""Params names (or their beginnings) of smoke-test settings: tiny data, a few epochs."""
+SMOKE_TEST_BANNER = "smoke-test settings — numbers are not results"
+
+
+def smoke_test_banner(params: Params) -> str | None:
+    """The banner every report of a smoke-test run carries (params named ``quick*`` or
+    ``smoke*``, like ``params/quick.yaml``), or None for a real run."""
+    name = str(params.name or "").lower()
+    if not name.startswith(SMOKE_TEST_NAMES):
+        return None
+    return (f"{SMOKE_TEST_BANNER} (params '{params.name}': tiny synthetic data and a few epochs, to check that "
+            "the pipeline runs; Dice, areas, verdicts and statistics below are meaningless by design)")
+
+
+def n_test_patients(run_dir: str | Path) -> int | None:
+    """The number of held-out test patients of a run (from ``processed/split.csv``), or None."""
+    import pandas as pd
+
+    path = Path(run_dir) / "processed" / "split.csv"
+    try:
+        split = pd.read_csv(path, dtype={"patient_id": str})
+    except (OSError, ValueError):
+        return None
+    if "set" not in split or "patient_id" not in split:
+        return None
+    return int(split.loc[split["set"] == "test", "patient_id"].nunique())
 
 
 @dataclass

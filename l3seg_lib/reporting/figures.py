@@ -137,7 +137,8 @@ def area_agreement(df: pd.DataFrame) -> plt.Figure:
         ax.plot(lim, lim, "k--", lw=0.8)
         r = np.corrcoef(true, pred)[0, 1] if len(true) > 2 else np.nan
         ax.set(xlim=lim, ylim=lim, xlabel="reference area (cm²)", ylabel="predicted area (cm²)",
-               title=f"{TISSUE_NAMES[t]} (r = {r:.3f})")
+               title=f"{TISSUE_NAMES[t]} (r = {r:.3f})" if np.isfinite(r)
+               else f"{TISSUE_NAMES[t]} (r not computable with n = {len(true)})")
         ba = bland_altman(pred, true)
         ax = axes[1, j]
         mean, diff = (pred + true) / 2, pred - true
@@ -145,8 +146,11 @@ def area_agreement(df: pd.DataFrame) -> plt.Figure:
         ax.axhline(ba["bias"], color="k", lw=1, label=f"bias {ba['bias']:.1f}")
         for key in ("loa_low", "loa_high"):
             ax.axhline(ba[key], color="k", lw=0.8, ls="--")
+        bias = f"bias {ba['bias']:.1f}" if np.isfinite(ba["bias"]) else "bias not computable"
+        loa = (f"LoA {ba['loa_low']:.1f} to {ba['loa_high']:.1f} cm²" if np.isfinite([ba["loa_low"], ba["loa_high"]]).all()
+               else f"LoA not computable with n = {len(true)}")
         ax.set(xlabel="mean of predicted and reference (cm²)", ylabel="predicted - reference (cm²)",
-               title=f"Bland-Altman: bias {ba['bias']:.1f}, LoA {ba['loa_low']:.1f} to {ba['loa_high']:.1f} cm²")
+               title=f"Bland-Altman: {bias}, {loa}")
         ax.title.set_fontsize(9)
     fig.tight_layout()
     return fig

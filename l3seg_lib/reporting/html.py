@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 from markupsafe import escape
+from PIL import Image
 
 from l3seg_lib import __version__
 from l3seg_lib.names import safe_name
@@ -29,6 +31,55 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
     if isinstance(value, (int, float)):
         return f"{value:.{digits}f}{(' ' + unit) if unit else ''}"
     return str(value)
+
+
+READABLE_PX = 512
+"""Smallest side, in screen pixels, of a picture on a patient page: coarse scans are upsampled."""
+
+
+def readable_png(data: bytes, min_side: int = READABLE_PX) -> tuple[bytes, int]:
+    """PNG ``data`` enlarged by a whole factor (nearest neighbour: every CT pixel stays a visible
+    square, nothing is invented) until its smaller side is at least ``min_side``; the new PNG bytes
+    and the factor (1: unchanged)."""
+    with Image.open(io.BytesIO(data)) as img:
+        side = min(img.size)
+        factor = max(1, math.ceil(min_side / max(side, 1)))
+        if factor == 1:
+            return data, 1
+        big = img.resize((img.width * factor, img.height * factor), Image.NEAREST)
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    return buf.getvalue(), factor
+
+
+def _pixel_caption(r: Mapping[str, Any], factor: int) -> str:
+    """The true pixel size of a slice's overlay, and how much it was enlarged for the page."""
+    row, col = r.get("pixel_spacing_row_mm"), r.get("pixel_spacing_col_mm")
+    if row is None or col is None or pd.isna(row) or pd.isna(col):
+        size = "pixel size not recorded"
+    elif abs(float(row) - float(col)) < 1e-3:
+        size = f"CT pixel {float(row):.2f} mm"
+    else:
+        size = f"CT pixel {float(row):.2f} × {float(col):.2f} mm (rows × columns)"
+    return size + (f"; shown enlarged {factor}× (each CT pixel drawn as a {factor}×{factor} square)" if factor > 1 else "")
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def not_computable(n: int | None) -> str:
+    """What a clinician page says instead of NaN for a statistic over ``n`` patients or slices."""
+    return f"not computable with n = {n}" if n is not None else "not computable"
+
+
+def _stat(value: Any, n: int | None, digits: int = 1) -> str:
+    """A statistic with ``digits`` decimals, or :func:`not_computable` with its ``n`` when it is NaN."""
+    return f"{float(value):.{digits}f}" if _finite(value) else not_computable(n)
 
 
 def _now() -> str:
@@ -58,7 +109,8 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
     slices = []
     for _, r in rows.iterrows():
         png = (images or {}).get(r["overlay"])
-        image = base64.b64encode(png if png is not None else (base_dir / r["overlay"]).read_bytes()).decode("ascii")
+        png, factor = readable_png(png if png is not None else (base_dir / r["overlay"]).read_bytes())
+        image = base64.b64encode(png).decode("ascii")
         measures = [
             ("Skeletal muscle area (compartment)", _fmt(r["sma_cm2"]), "cm²"),
             ("Skeletal muscle area (refined)", _fmt(r["sma_refined_cm2"]), "cm²"),
@@ -78,7 +130,7 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
             ("Myosteatosis", "myosteatosis"), ("Visceral obesity", "visceral_obesity"))]
         slices.append({"slice_index": int(r["slice_index"]), "source": r["source"],
                        "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",
-                       "image": image, "measures": measures, "verdicts": verdicts,
+                       "image": image, "pixel_caption": _pixel_caption(r, factor), "measures": measures, "verdicts": verdicts,
                        "calibrated": bool(r.get("hu_calibrated", True)),
                        "series_notes": r.get("series_notes") if isinstance(r.get("series_notes"), str) else "",
                        "level": _level(r, base_dir),
@@ -100,7 +152,7 @@ def _level(r: pd.Series, base_dir: Path) -> dict[str, Any] | None:
         return {"method": method, "image": None} if isinstance(method, str) and method else None
     return {"method": r.get("l3_method"), "confidence": r.get("l3_confidence"), "range": r.get("l3_range"),
             "notes": r.get("l3_notes") if isinstance(r.get("l3_notes"), str) else "",
-            "image": base64.b64encode((base_dir / picture).read_bytes()).decode("ascii")}
+            "image": base64.b64encode(readable_png((base_dir / picture).read_bytes())[0]).decode("ascii")}
 
 
 def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
@@ -121,9 +173,12 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
         for _, a in agreement.iterrows():
             t = a["tissue"]
             d = validation[f"dice_{t}"]
-            val_rows.append({"tissue": t, "dice": f"{d.mean():.3f} ({d.std(ddof=1):.3f})" if len(d) > 1 else f"{d.mean():.3f}",
-                             "err": _fmt(validation[f"area_err_{t}_cm2"].mean()), "bias": _fmt(a["bias"]),
-                             "loa": f"{_fmt(a['loa_low'])} to {_fmt(a['loa_high'])}", "n": int(a["n"])})
+            n = int(a["n"])
+            dice = _stat(d.mean(), n, 3) + (f" ({_stat(d.std(ddof=1), n, 3)})" if len(d) > 1 else "")
+            loa = (f"{_fmt(a['loa_low'])} to {_fmt(a['loa_high'])}" if _finite(a["loa_low"]) and _finite(a["loa_high"])
+                   else not_computable(n))
+            val_rows.append({"tissue": t, "dice": dice, "err": _stat(validation[f"area_err_{t}_cm2"].mean(), n),
+                             "bias": _stat(a["bias"], n), "loa": loa, "n": n})
     html = _ENV.get_template("index.html").render(
         title="L3 body composition - batch", headers=headers, rows=rows,
         n_rows=len(table), n_patients=table["patient_id"].nunique() if len(table) else 0, n_errors=len(errors),
@@ -135,11 +190,12 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
 
 
 def write_run_index_html(path: Path, run_id: str, params_path: Path, notebooks_dir: Path, data_source: str, seed: int,
-                         links: list[tuple[str, str]]) -> Path:
-    """Index of a pipeline run's reports: one link (title, file name) per rendered notebook."""
+                         links: list[tuple[str, str]], smoke_test: str | None = None) -> Path:
+    """Index of a pipeline run's reports: one link (title, file name) per rendered notebook;
+    ``smoke_test``: the banner of a smoke-test run."""
     html = _ENV.get_template("run_index.html").render(
         title=f"l3seg run {run_id}", run_id=run_id, params_path=str(params_path), notebooks_dir=str(notebooks_dir),
-        data_source=data_source, seed=seed, links=links, version=__version__, generated=_now())
+        data_source=data_source, seed=seed, links=links, version=__version__, generated=_now(), smoke_test=smoke_test)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path

@@ -3,18 +3,26 @@ labelled, the L3 body marked and the measured slice drawn (Pillow only)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.localize.l3 import L3Location
 from l3seg_lib.preprocessing.geometry import window
 
 BONE_WINDOW_HU = (-250.0, 1000.0)
-PANEL_HEIGHT = 420
-"""Pixels of each panel along the body axis."""
+PANEL_HEIGHT = 560
+"""Pixels of each panel along the body axis (the picture is at least 512 px high)."""
+LINE_CHARS = 90
+"""Characters per line of the text above the panels (wrapped between words) at most."""
+FONT_PX = 16
+"""Text size on the picture as shown on the page; larger on pictures wider than :data:`PAGE_PX`,
+which the page shows scaled down to its width."""
+PAGE_PX = 1100
+"""Width of the patient page's content (pixels)."""
 
 
 def _panel(plane: np.ndarray, dz: float, dx: float) -> Image.Image:
@@ -23,7 +31,19 @@ def _panel(plane: np.ndarray, dz: float, dx: float) -> Image.Image:
     h_mm, w_mm = plane.shape[0] * dz, plane.shape[1] * dx
     scale = PANEL_HEIGHT / max(h_mm, 1e-6)
     size = (max(1, int(round(w_mm * scale))), PANEL_HEIGHT)
-    return Image.fromarray(grey).convert("RGB").resize(size, Image.BILINEAR)
+    # coarse scans (enlarged 2x or more): nearest neighbour, so each CT voxel stays a visible block
+    coarse = size[0] >= 2 * plane.shape[1] or size[1] >= 2 * plane.shape[0]
+    return Image.fromarray(grey).convert("RGB").resize(size, Image.NEAREST if coarse else Image.BILINEAR)
+
+
+def summary_lines(volume: CTVolume, loc: L3Location, width: int = LINE_CHARS) -> list[str]:
+    """The text above the panels: the localiser's summary wrapped between words, and the true
+    voxel size of the scan."""
+    dz, dr, dc = volume.spacing_mm
+    lines = textwrap.wrap(loc.summary(), width, break_long_words=False, break_on_hyphens=False) or [""]
+    lines.append(f"CT voxel {dr:.2f} x {dc:.2f} mm in plane, {dz:.2f} mm between slices; "
+                 f"{volume.hu.shape[0]} slices")
+    return lines
 
 
 def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
@@ -47,8 +67,13 @@ def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
         cor_plane = volume.hu[:, min(max(row, 0), nr - 1), :]
     sag = _panel(sag_plane, dz, dr)
     cor = _panel(cor_plane, dz, dc)
-    top = 34
-    canvas = Image.new("RGB", (sag.width + cor.width + 10, PANEL_HEIGHT + top), (20, 20, 20))
+    width = sag.width + cor.width + 10
+    font_px = max(FONT_PX, round(FONT_PX * width / PAGE_PX))
+    line_px = font_px + font_px // 3
+    font = ImageFont.load_default(size=font_px)
+    lines = summary_lines(volume, loc, min(LINE_CHARS, max(30, int(width / (0.55 * font_px)))))
+    top = 8 + line_px * len(lines)
+    canvas = Image.new("RGB", (width, PANEL_HEIGHT + top), (20, 20, 20))
     canvas.paste(sag, (0, top))
     canvas.paste(cor, (sag.width + 10, top))
     draw = ImageDraw.Draw(canvas, "RGBA")
@@ -57,21 +82,19 @@ def localizer_picture(volume: CTVolume, loc: L3Location) -> Image.Image:
         """Picture y (pixels) of the centre of slice ``z`` (superior slices at the top)."""
         return top + PANEL_HEIGHT - (z + 0.5) / nz * PANEL_HEIGHT
 
-    width = canvas.width
     for d in loc.discs:
         draw.line([(0, y_of(d)), (width, y_of(d))], fill=(120, 170, 255, 90), width=1)
     if loc.l3_range is not None:
         lo, hi = loc.l3_range
         draw.rectangle([(0, y_of(hi + 0.5)), (width, y_of(lo - 0.5))], fill=(255, 210, 0, 45))
     for vt in loc.vertebrae:
-        draw.text((4, y_of(vt.middle) - 6), vt.name + (" (ribs)" if vt.ribs else ""), fill=(255, 255, 255))
+        draw.text((4, y_of(vt.middle) - font_px // 2), vt.name + (" (ribs)" if vt.ribs else ""), fill=(255, 255, 255),
+                  font=font)
     for i in loc.slices or ([loc.slice_index] if loc.slice_index is not None else []):
         draw.line([(0, y_of(i)), (width, y_of(i))], fill=(255, 40, 40, 255), width=2)
-    text = loc.summary()
     colour = (140, 230, 140) if loc.found else (255, 170, 60)
-    draw.text((4, 3), text[:120], fill=colour)
-    if len(text) > 120:
-        draw.text((4, 17), text[120:240], fill=colour)
+    for k, line in enumerate(lines):
+        draw.text((6, 4 + line_px * k), line, fill=colour if k < len(lines) - 1 else (200, 200, 200), font=font)
     return canvas
 
 
