@@ -269,16 +269,22 @@ def csv_texts(draw, columns):
     return _mutate(text.encode("utf-8", "surrogatepass"), draw)
 
 
+def _read_written(name: str, data: bytes, reader):
+    """``reader`` on ``data`` written to a file called ``name`` in a fresh folder, through
+    :func:`_check` (None when refused with an L3SegInputError)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        return _check(lambda: reader(path))
+
+
 @given(data=csv_texts(MANIFEST_COLUMNS))
 @FUZZ
 def test_fuzz_manifest_csv(data):
     from l3seg_lib.data.manifest import manifest_entries
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "manifest.csv"
-        path.write_bytes(data)
-        result = _check(lambda: manifest_entries(path))
-        assert result is None or isinstance(result, list)
+    result = _read_written("manifest.csv", data, manifest_entries)
+    assert result is None or isinstance(result, list)
 
 
 @given(data=csv_texts(CLINICAL_COLUMNS))
@@ -288,11 +294,8 @@ def test_fuzz_clinical_csv(data):
 
     from l3seg_lib.data.clinical import read_clinical
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "clinical.csv"
-        path.write_bytes(data)
-        result = _check(lambda: read_clinical(path))
-        assert result is None or isinstance(result, pd.DataFrame)
+    result = _read_written("clinical.csv", data, read_clinical)
+    assert result is None or isinstance(result, pd.DataFrame)
 
 
 def test_clinical_csv_with_a_header_only(tmp_path):

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import body_phantom, write_dicom
+from helpers import body_phantom, paint_muscle_square, write_dicom
 
 from l3seg_lib import phantom
 from l3seg_lib.config import CompositionConfig
@@ -131,8 +131,6 @@ def test_edit_and_remeasure(tmp_path, tiny_model, kind):
     """measure writes editable masks; after an edit, remeasure recomputes and audits the change."""
     import time as _time
 
-    import nibabel as nib
-
     from l3seg_lib.cli import main
     from l3seg_lib.imageio.labels import read_tag, write_tag
 
@@ -149,11 +147,7 @@ def test_edit_and_remeasure(tmp_path, tiny_model, kind):
         tags[:, :32] = 1
         write_tag(out / row["mask_tag"], tags)
     else:
-        img = nib.load(out / row["mask_nifti"])
-        data = np.asarray(img.dataobj).copy()
-        data[:] = 0
-        data[10:50, 10:50] = 1
-        nib.save(nib.Nifti1Image(data, img.affine), out / row["mask_nifti"])
+        paint_muscle_square(out / row["mask_nifti"])
     assert main(["remeasure", str(out)]) == 0
     audit = pd.read_csv(out / "audit.csv")
     assert len(audit) == 1 and "SMA (cm²)" in audit["changes"].iloc[0] and audit["file"].iloc[0].endswith(kind if kind == "tag" else ".nii.gz")

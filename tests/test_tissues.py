@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import body_phantom, write_dicom
+from helpers import body_phantom, paint_muscle_square, write_dicom
 from PIL import Image
 
 from l3seg_lib import tissues as T
@@ -126,8 +126,6 @@ def test_partial_hu_ranges_keep_imat_in_csv_tag_and_seg(tmp_path, tiny_model, ph
 def test_remeasure_reads_png_inputs_like_measure(tmp_path, tiny_model, phantom_predictions):
     """A PNG listed in a manifest (spacing, export window): remeasure re-reads it the same way as
     measure, gives the same numbers for an unedited mask and new ones for an edited mask."""
-    import nibabel as nib
-
     from l3seg_lib.cli import main
 
     hu, _ = _muscle_with_fat()
@@ -152,11 +150,7 @@ def test_remeasure_reads_png_inputs_like_measure(tmp_path, tiny_model, phantom_p
     assert len(pd.read_csv(out / "audit.csv")) == 0
 
     time.sleep(0.01)
-    img = nib.load(out / before["mask_nifti"])
-    data = np.asarray(img.dataobj).copy()
-    data[:] = 0
-    data[10:50, 10:50] = 1
-    nib.save(nib.Nifti1Image(data, img.affine), out / before["mask_nifti"])
+    paint_muscle_square(out / before["mask_nifti"])
     assert main(["remeasure", str(out)]) == 0
     after = pd.read_csv(out / "remeasured.csv")
     assert after["sma_cm2"].iloc[0] == pytest.approx(40 * 40 * 0.8 * 0.7 / 100)

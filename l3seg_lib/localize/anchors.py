@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from l3seg_lib.localize.spine import DENSE_BONE_HU, Spine
+from l3seg_lib.localize.spine import Spine, runs_of
 
 PELVIS_BONE_HU = 250.0
 """Cortical bone of the ilium (HU), blurred by thick slices; the pelvis test also asks for bone joining the column."""
@@ -160,7 +160,7 @@ def lumbosacral_disc(spine: Spine, discs: list[int], bone_hu: float) -> tuple[li
     # thin cortex at coarse slices joins and parts from slice to slice: bridge gaps up to 6 mm
     gap = spine.zmm(6.0)
     flags = ndimage.binary_closing(np.pad(flags, gap), structure=np.ones(gap + 1, bool))[gap: gap + flags.size]
-    runs = [(a + lo, b + lo) for a, b in _runs(flags) if (b - a) * dz >= 12.0]
+    runs = [(a + lo, b + lo) for a, b in runs_of(flags) if (b - a) * dz >= 12.0]
     if not runs:
         return None, (f"no sacrum below the lowest disc found (slice {discs[0]}): no bone joining the column to "
                       "both ilia over 12 mm (the field of view may end above the sacrum)")
@@ -175,12 +175,6 @@ def lumbosacral_disc(spine: Spine, discs: list[int], bone_hu: float) -> tuple[li
         return [int(top + 1), *discs], ""
     return None, (f"the sacrum (top at slice {top}) lies {gap:.1f} vertebrae below the lowest disc found (slice "
                   f"{discs[0]}): discs between them were missed")
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Start and end (exclusive) of each run of True in a 1-D mask."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
 
 
 def rib_levels(spine: Spine, bone_hu: float) -> list[tuple[float, int]]:

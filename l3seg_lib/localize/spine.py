@@ -28,8 +28,6 @@ WORK_PIXEL_MM = 2.0
 """In-plane pixel size the localiser works at (mm); finer images are averaged down, never up."""
 TRUNK_HU = -500.0
 """Tissue vs air threshold for the body outline (HU)."""
-DENSE_BONE_HU = 200.0
-"""Cortical bone (HU) for the pelvis and rib checks."""
 
 
 @dataclass
@@ -50,10 +48,6 @@ class Spine:
     trunk: np.ndarray
     """(z, rows, cols) bool: the largest body part per slice, holes filled (no table, no separate
     arms); computed every ~4 mm along z, each slice taking the nearest."""
-    trunk_col: np.ndarray
-    """(z,) left-right centre of the trunk (working columns; NaN where no trunk)."""
-    canal: np.ndarray
-    """(z, 2) spinal canal centre (working row, col); NaN where none was found."""
     body: np.ndarray
     """(z, 2) vertebral-body centre (working row, col), interpolated and smoothed over the traced span."""
     span: tuple[int, int]
@@ -150,7 +144,7 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
     counts = trunk_s.sum(axis=1)  # (zs, cols)
     cols = np.arange(nc)
     tot = counts.sum(axis=1)
-    trunk_col = np.where(tot > 0, (counts * cols).sum(axis=1) / np.maximum(tot, 1), np.nan)[nearest]
+    trunk_col = np.where(tot > 0, (counts * cols).sum(axis=1) / np.maximum(tot, 1), np.nan)  # at zs
 
     # bone and HU in a slab of +-12 mm (the canal stays enclosed across discs and arch gaps),
     # sampled every ~4 mm along z: the canal moves little over that
@@ -163,7 +157,7 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
     zsize = 2 * max(1, int(round(15.0 / (dz * step)))) + 1 if len(zs) > 1 else 1
     score = ndimage.uniform_filter(canal.astype(np.float32), size=(zsize, max(1, round(8.0 / pr)),
                                                                     max(1, round(8.0 / pc))), mode="constant")
-    lat = (cols[None, :] - np.nan_to_num(trunk_col[zs], nan=nc / 2)[:, None]) * pc
+    lat = (cols[None, :] - np.nan_to_num(trunk_col, nan=nc / 2)[:, None]) * pc
     score *= np.exp(-0.5 * (lat / 60.0) ** 2)[:, None, :]
     flat = score.reshape(len(zs), -1)
     best = flat.argmax(axis=1)
@@ -176,10 +170,6 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
         return None
     z_idx = np.arange(nz)
     span = (int(zs[ok_s][0]), int(min(nz - 1, zs[ok_s][-1] + step - 1)))
-    canal_rc = np.full((nz, 2), np.nan)
-    inside = (z_idx >= span[0]) & (z_idx <= span[1])
-    for k in range(2):
-        canal_rc[inside, k] = np.interp(z_idx[inside], zs[ok_s], rc[ok_s, k])
 
     # vertebral-body centre: the bone run in front of the canal (at most 45 mm deep)
     body_s = np.full((len(zs), 2), np.nan)
@@ -187,7 +177,7 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
     for j in np.flatnonzero(ok_s):
         r0, c0 = int(round(rc[j, 0])), int(round(rc[j, 1]))
         strip = bone_slab[j, :r0, max(0, c0 - half_c): c0 + half_c + 1].mean(axis=1)[::-1]  # going anterior
-        runs = [(a, b) for a, b in _runs(strip > 0.5) if a * pr <= 14.0 and (b - a) * pr >= 8.0]
+        runs = [(a, b) for a, b in runs_of(strip > 0.5) if a * pr <= 14.0 and (b - a) * pr >= 8.0]
         if runs:
             a, b = runs[0]
             depth = min(b - a, int(round(45.0 / pr)))
@@ -213,8 +203,8 @@ def trace_spine(volume: CTVolume, bone_hu: float) -> Spine | None:
             profile[i] = np.percentile(box, 90)
     if dz < 2.5:
         profile = ndimage.gaussian_filter1d(profile, 1.5 / dz)
-    return Spine(v=v, row_scale=fr, col_scale=fc, dz=dz, pr=pr, pc=pc, trunk=trunk, trunk_col=trunk_col,
-                 canal=canal_rc, body=body, span=span, profile=profile)
+    return Spine(v=v, row_scale=fr, col_scale=fc, dz=dz, pr=pr, pc=pc, trunk=trunk, body=body, span=span,
+                 profile=profile)
 
 
 def _slab_mean(a: np.ndarray, step: int, half: int) -> np.ndarray:
@@ -260,7 +250,7 @@ def _track(rc: np.ndarray, dz: float, pr: float, pc: float) -> np.ndarray:
     return out
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
     """Start and end (exclusive) of each run of True in a 1-D mask."""
     d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
