@@ -1,4 +1,4 @@
-"""Command line: ``l3seg run | generate | predict | locate | measure | remeasure | finetune | train-default``.
+"""Command line: ``l3seg run | generate | predict | locate | measure | serve | remeasure | finetune | train-default``.
 
 Each command imports only what it needs: ``predict`` and ``measure`` load the inference stack,
 never the training or notebook stacks.
@@ -111,6 +111,53 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         print(f"error: {args.folder}: no input measured", file=sys.stderr)
         return 2
     return 1 if not_measured else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """``l3seg serve``: a DICOM node (Storage SCP) measuring each complete CT series it receives and
+    sending its SEG and SR to the PACS; runs until SIGTERM or Ctrl-C (exit status 0), 2 when it
+    cannot start (port in use, output folder in use, bad option)."""
+    import signal
+    import threading
+
+    from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.node.events import close_logging, setup_logging
+    from l3seg_lib.node.scp import server_ssl_context
+    from l3seg_lib.node.sender import parse_destination
+    from l3seg_lib.node.service import Node, NodeConfig
+
+    for flag, title in (("--ae-title", args.ae_title), *(("--allow", a) for a in args.allow or [])):
+        if not 0 < len(title) <= 16 or not title.isprintable() or "\\" in title:
+            raise ValueError(f"{flag} {title!r}: an AE title is 1-16 printable characters")
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_ca and not args.tls_cert):
+        raise ValueError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
+    if args.series_timeout <= 0:
+        raise ValueError("--series-timeout must be positive")
+    send_to = parse_destination(args.send_to) if args.send_to else None
+    tls = server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    params = load_params(args.params) if args.params else None
+    comp = params.composition if params else CompositionConfig()
+    if args.cutoffs:
+        comp.cutoffs = args.cutoffs
+    options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical,
+                             device=args.device, check_hu=not args.no_hu_check, max_slices=args.max_slices,
+                             read_threads=args.read_threads, postprocess=not args.no_postprocess, dicom=True,
+                             progress=False)
+    out = Path(args.out)
+    handlers = setup_logging(out, verbose=args.verbose)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        node = Node(NodeConfig(out, _model(args.model), options, ae_title=args.ae_title, host=args.host,
+                               port=args.port, send_to=send_to, allow=args.allow, series_timeout=args.series_timeout,
+                               tls=tls, max_series_mb=args.max_series_mb))
+        node.run(stop)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        close_logging(handlers)
+    return 0
 
 
 def _cmd_locate(args: argparse.Namespace) -> int:
@@ -283,6 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-hu-check", action="store_true")
     p.set_defaults(func=_cmd_measure)
+
+    p = sub.add_parser("serve", help="DICOM node: receive CT series (C-STORE), measure each, send SEG and SR to the PACS")
+    p.add_argument("--out", required=True, help="output folder: received series, measure's outputs, sent.csv, serve.log")
+    p.add_argument("--ae-title", default="L3SEG", help="this node's AE title (default: %(default)s)")
+    p.add_argument("--port", type=int, default=11112, help="port to listen on (default: %(default)s; 0: a free one, logged)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0: all)")
+    p.add_argument("--send-to", metavar="AE@HOST:PORT", help="the PACS that receives the SEG and SR (C-STORE)")
+    p.add_argument("--allow", nargs="+", metavar="AE", help="calling AE titles accepted (default: any)")
+    p.add_argument("--series-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a series is complete when no instance of it arrived for this long (default: %(default)s)")
+    p.add_argument("--tls-cert", help="TLS: this node's certificate (PEM)")
+    p.add_argument("--tls-key", help="TLS: this node's private key (PEM)")
+    p.add_argument("--tls-ca", help="TLS: accept only peers with a certificate signed by this CA (PEM)")
+    p.add_argument("--max-series-mb", type=float, help="refuse instances of a series past this size (MB)")
+    p.add_argument("--verbose", action="store_true", help="log every instance stored and pynetdicom's messages")
+    # measure options (as for l3seg measure; every series is measured with --dicom)
+    p.add_argument("--model", help="ONNX model file (default: the model that ships with l3seg)")
+    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
+    p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
+    p.add_argument("--params", help="params file whose composition (HU ranges, cut-offs) and localize sections are used")
+    p.add_argument("--cutoffs", help="cut-off set: martin2013 (default) or fearon2011")
+    p.add_argument("--max-slices", type=int, default=5,
+                   help="inputs with more slices are whole series: L3 is found by the localiser")
+    p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-hu-check", action="store_true")
+    p.set_defaults(func=_cmd_serve)
 
     return ap
 

@@ -19,7 +19,7 @@ TRAINING_STACK = ("torch", "albumentations", "sklearn", "bayes_opt", "papermill"
                   "matplotlib")
 
 LAYERS = ("core", "imageio", "phantom", "data", "preprocessing", "localize", "inference", "models", "reporting",
-          "measurement", "evaluation", "training", "pipeline", "cli")
+          "measurement", "node", "evaluation", "training", "pipeline", "cli")
 """The layer order, bottom first; the README's "Repository layout" lists the packages in this order.
 A module imports only from its own package or a package below it, never one above.
 
@@ -31,6 +31,8 @@ A module imports only from its own package or a package below it, never one abov
   model input, which slices, running an ONNX model. Nothing here imports torch or training.
 - ``reporting`` -> ``measurement``: pictures and pages are drawn from plain arrays and tables;
   measurement (predict, measure, remeasure) is built on inference and writes its reports with them.
+- ``node``: ``l3seg serve``, the DICOM node (pynetdicom): it receives series and measures them with
+  measurement's ``measure_folder``; nothing below imports it.
 - ``evaluation`` -> ``training``: how good a model is reuses measurement's composition and
   reporting's pictures; training (PyTorch) scores its networks with evaluation's metrics, and its
   studies that retrain (cross-validation, baseline vs optimised, fine-tuning) sit on top.

@@ -1,0 +1,272 @@
+"""``l3seg serve``: the node's loop. Instances arrive on the SCP's threads (:mod:`.scp`) into the
+durable intake (:mod:`.intake`); this loop, on the calling thread, completes the series that are
+stable, measures them with :func:`l3seg_lib.measurement.orchestration.measure_folder` (the same
+path, options, ledger and outputs as ``l3seg measure --dicom``, on ``<out>/series`` into
+``<out>``), and sends each measured slice's SEG and SR to the PACS (:mod:`.sender`).
+
+Nothing acknowledged is lost: at start the node takes up the series left in ``incoming/``, measures
+the series in ``series/`` the ledger does not list, and sends what ``sent.csv`` does not list. A
+series measured (or refused) once is never measured again: the ledger lists it. A failure to
+measure or to send is logged and retried later; the node goes on. :meth:`Node.run` returns when
+``stop`` is set (SIGTERM), after finishing the series being measured and one try at sending it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import ssl
+import time
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from l3seg_lib.errors import L3SegError
+from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.measurement.ledger import LEDGER
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
+from l3seg_lib.node.events import log_event
+from l3seg_lib.node.intake import SERIES, Completed, Intake
+from l3seg_lib.node.scp import Listening, StorageSCP
+from l3seg_lib.node.sender import Destination, Item, Job, Sender
+
+NODE_LOCK = ".l3seg-serve.lock"
+RETRY_MEASURE_S = 30.0
+"""Seconds before a batch that failed (output not writable, ...) is tried again."""
+
+
+class NodeInUse(L3SegError):
+    """Another ``l3seg serve`` uses the output folder."""
+
+    def __init__(self, out: Path):
+        """``out`` is locked by another node."""
+        super().__init__(f"{out}: in use by another l3seg serve (lock file {out / NODE_LOCK})")
+
+
+@dataclass
+class NodeConfig:
+    """What ``l3seg serve`` was asked for."""
+
+    out: Path
+    model: str | Path | Predictor
+    options: MeasureOptions
+    ae_title: str = "L3SEG"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    send_to: Destination | None = None
+    allow: list[str] | None = None
+    series_timeout: float = 10.0
+    tls: ssl.SSLContext | None = None
+    """TLS of the SCP (see :func:`l3seg_lib.node.scp.server_ssl_context`)."""
+    send_tls: ssl.SSLContext | None = None
+    """TLS of the sending association (None: plain)."""
+    max_series_mb: float | None = None
+    poll_s: float = 0.2
+    fsync: bool = True
+    send_backoff: tuple[float, float] = (2.0, 300.0)
+
+
+class Node:
+    """One DICOM node on an output folder (see the module docstring)."""
+
+    def __init__(self, cfg: NodeConfig):
+        """Set up (nothing listens before :meth:`start`)."""
+        self.cfg = cfg
+        self.out = Path(cfg.out).resolve()
+        self.intake = Intake(self.out, cfg.series_timeout,
+                             None if cfg.max_series_mb is None else int(cfg.max_series_mb * 1e6), fsync=cfg.fsync)
+        self.options = replace(cfg.options, dicom=True, progress=False, force=False, max_inputs=None,
+                               workers=0, scheduler=None)
+        self.sender = (Sender(self.out, cfg.send_to, cfg.ae_title, cfg.send_tls, backoff=cfg.send_backoff)
+                       if cfg.send_to else None)
+        self.jobs: dict[str, Job] = {}
+        self.listening: Listening | None = None
+        self.predictor: Predictor | None = None
+        self._lock: FileLock | None = None
+        self._measure_due = False
+        self._measure_after = 0.0
+        self.measured_batches = 0
+        self._ledger_noted: set[str] = set()
+
+    # -- life -------------------------------------------------------------------------------------
+    def start(self) -> int:
+        """Lock the output folder, take up what a previous run left, load the model and listen;
+        returns the port listened on."""
+        self._lock = FileLock(str(self.out / NODE_LOCK), timeout=0)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            self._lock = None
+            raise NodeInUse(self.out) from None
+        try:
+            for a in self.intake.recover():
+                log_event("series-recovered", series=a.series_uid, instances=a.instances,
+                          note="received before a restart; complete when stable")
+            series_dir = self.out / SERIES
+            self._measure_due = any(p.is_dir() for p in series_dir.iterdir())
+            model = self.cfg.model
+            self.predictor = model if isinstance(model, Predictor) else Predictor(
+                model, self.options.device, postprocess=self.options.postprocess)
+            scp = StorageSCP(self.intake, self.cfg.ae_title, self.cfg.allow)
+            self.listening = scp.start(self.cfg.host, self.cfg.port, self.cfg.tls)
+        except BaseException:
+            self._lock.release()
+            self._lock = None
+            raise
+        log_event("listening", ae=self.cfg.ae_title, host=self.cfg.host, port=self.listening.port,
+                  tls="yes" if self.cfg.tls else "no", allow=",".join(self.cfg.allow) if self.cfg.allow else "any",
+                  send_to=str(self.cfg.send_to) if self.cfg.send_to else "none", out=str(self.out),
+                  series_timeout_s=self.cfg.series_timeout, model=self.predictor.path.name)
+        return self.listening.port
+
+    def run(self, stop: threading.Event) -> None:
+        """:meth:`start` (when not started) and loop until ``stop`` is set; then :meth:`close`."""
+        if self.listening is None:
+            self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(self.cfg.poll_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop listening and release the output folder (what is left is taken up at the next start)."""
+        if self.listening is not None:
+            log_event("stopping")
+            try:
+                self.listening.shutdown()
+            except Exception as exc:
+                log_event("error", logging.ERROR, where="shutdown", reason=f"{type(exc).__name__}: {exc}")
+            self.listening = None
+            waiting = self.intake.arriving()
+            log_event("stopped", series_arriving=len(waiting), series_unsent=len(self.jobs),
+                      note="taken up at the next start" if waiting or self.jobs else None)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- one turn of the loop ---------------------------------------------------------------------
+    def step(self, everything: bool = False) -> None:
+        """Complete the stable series (every arriving one with ``everything``), measure what is
+        new, send what is due. Never raises for one series' problem (logged)."""
+        now = time.monotonic()
+        try:
+            completed, dropped = self.intake.complete_stable(now, everything)
+        except OSError as exc:
+            log_event("error", logging.ERROR, where="completing series", reason=str(exc))
+            completed, dropped = [], []
+        for a in dropped:
+            log_event("series-repeated", series=a.series_uid, instances=a.instances,
+                      note="every instance already received in a completed series: dropped")
+        for c in completed:
+            self._log_completed(c)
+        if completed:
+            self._measure_due = True
+        if self._measure_due and now >= self._measure_after:
+            self._measure()
+        self._send_due()
+
+    @staticmethod
+    def _log_completed(c: Completed) -> None:
+        log_event("series-complete", series=c.series_uid, folder=c.folder.name if c.folder.name != c.series_uid else None,
+                  instances=c.instances,
+                  mb=round(c.nbytes / 1e6, 1), generation=c.generation if c.generation > 1 else None)
+
+    def _ledger_sources(self) -> set[str]:
+        """The inputs the ledger lists (measured, refused or for review)."""
+        path = self.out / LEDGER
+        if not path.is_file():
+            return set()
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                return {r["source"] for r in csv.DictReader(f)}
+        except (OSError, KeyError, csv.Error):
+            return set()
+
+    def _measure(self) -> None:
+        """Measure the series in ``series/`` the ledger does not list; log each outcome; queue the sends."""
+        before = self._ledger_sources()
+        t0 = time.monotonic()
+        try:
+            res = measure_folder(self.out / SERIES, self.predictor, self.out, self.options)
+        except Exception as exc:  # an output that cannot be written, ...: tried again later
+            self._measure_after = time.monotonic() + RETRY_MEASURE_S
+            log_event("measure-failed", logging.ERROR, reason=f"{type(exc).__name__}: {exc}",
+                      retry_in_s=RETRY_MEASURE_S)
+            return
+        self._measure_due = False
+        self.measured_batches += 1
+        seconds = time.monotonic() - t0
+        rows = res.measurements.to_dict("records") if len(res.measurements) else []
+        for r in rows:
+            if r["source"] not in before:
+                log_event("measured", series=Path(r["source"]).name, patient=r.get("patient_id"),
+                          slice=r.get("slice_index"), sma_cm2=_num(r.get("sma_refined_cm2")),
+                          smi_cm2_m2=_num(r.get("smi_cm2_m2")), muscle_hu=_num(r.get("muscle_refined_hu_mean")),
+                          review=_review(r), seconds=round(seconds, 2))
+        if len(res.errors):
+            for r in res.errors.to_dict("records"):
+                if r["source"] not in before:
+                    log_event("not-measured", logging.WARNING, series=Path(str(r["source"])).name,
+                              review="yes" if r.get("review") is True else "no", reason=r.get("error"),
+                              note="nothing sent")
+        self._queue(rows)
+
+    def _queue(self, rows: list[dict]) -> None:
+        """A send job per series for the SEG and SR of its measured slices not sent yet."""
+        for r in rows:
+            series = Path(r["source"]).name
+            items = [Item(series, kind, str(r.get(col) or "")) for kind, col in (("seg", "dicom_seg"), ("sr", "dicom_sr"))]
+            items = [it for it in items if it.file]
+            if not items:
+                if r["source"] not in self._ledger_noted:
+                    self._ledger_noted.add(r["source"])
+                    log_event("not-sent", logging.WARNING, series=series, reason=r.get("dicom_note") or "no SEG/SR written")
+                continue
+            if self.sender is None:
+                continue
+            items = [it for it in items if not self.sender.was_sent(it.file)]
+            if not items:
+                continue
+            job = self.jobs.setdefault(series, Job(series, []))
+            for it in items:
+                if all(it.file != j.file for j in job.items):
+                    job.items.append(it)
+
+    def _send_due(self) -> None:
+        """One try for each send job that is due."""
+        if self.sender is None:
+            return
+        now = time.monotonic()
+        for series, job in list(self.jobs.items()):
+            if job.next_try <= now and self.sender.try_job(job, now):
+                del self.jobs[series]
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Complete every arriving series now, measure, and send until nothing is left or
+        ``timeout`` seconds passed (for tests and benchmarks)."""
+        self.step(everything=True)
+        end = time.monotonic() + timeout
+        while self.jobs and time.monotonic() < end:
+            time.sleep(0.05)
+            self._send_due()
+
+
+def _num(v) -> float | None:
+    """A finite float, or None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 2) if f == f else None
+
+
+def _review(row: dict) -> str:
+    """``yes: <reasons>`` or ``no``."""
+    if str(row.get("review_required")).lower() in ("true", "1", "yes"):
+        return f"yes: {row.get('review_reasons')}"
+    return "no"
