@@ -135,8 +135,8 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
         if has_val:
             probs = predict_probs([model], val_images, device, train_cfg.batch_size)
             with torch.no_grad():  # log-probabilities act as logits: softmax(log p) = p
-                row["val_loss"] = float(criterion(torch.from_numpy(np.log(np.clip(probs, 1e-7, 1))),
-                                                  torch.from_numpy(val_masks.astype(np.int64))))
+                row["val_loss"] = float(criterion(torch.from_numpy(np.log(np.clip(probs, 1e-7, 1))).to(device),
+                                                  torch.from_numpy(val_masks.astype(np.int64)).to(device)))
             pred = probs.argmax(1).astype(np.uint8)
             dice = np.nanmean(dice_per_slice(pred, val_masks), axis=0)
             for name, d in zip(TISSUES, dice):
