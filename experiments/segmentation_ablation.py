@@ -99,9 +99,9 @@ def thin_sat(out: Path, patient: str = "L3P0020") -> pd.DataFrame:
     return table
 
 
-def real_l3_figure(out: Path, real: Path, docs: Path | None = None) -> Path:
-    """The default-recipe model (step 3, post-processing) on the real CT: the L3 slice the
-    localiser picks, and a labelled crop slice beside its reference."""
+def real_l3_figure(out: Path, real: Path, docs: Path | None = None, model_path: Path | None = None) -> Path:
+    """The default-recipe model (the last step's, or ``model_path``, e.g. the shipped default) on the
+    real CT: the L3 slice the localiser picks, and a labelled crop slice beside its reference."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +112,7 @@ def real_l3_figure(out: Path, real: Path, docs: Path | None = None) -> Path:
     from l3seg_lib.reporting.figures import legend_handles
     from l3seg_lib.reporting.overlays import crop_to_body, overlay_rgb
 
-    model = Predictor(out / f"step{len(STEPS)}" / "train" / "model.onnx", "cpu")
+    model = Predictor(model_path or out / f"step{len(STEPS)}" / "train" / "model.onnx", "cpu")
     full = read_nifti(real / "example_ct.nii.gz")
     z = locate_l3(full).slice_index
     spacing = (full.spacing_mm[1], full.spacing_mm[2])
@@ -133,6 +133,7 @@ def real_l3_figure(out: Path, real: Path, docs: Path | None = None) -> Path:
         ax.axis("off")
     fig.legend(handles=legend_handles(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "real_ct_default_model.png"
     fig.savefig(path, dpi=80, bbox_inches="tight")
     if docs is not None:
@@ -165,7 +166,8 @@ def install_default(out: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["train", "evaluate", "install-default"])
+    ap.add_argument("action", choices=["train", "evaluate", "install-default", "figure"])
+    ap.add_argument("--model", type=Path, help="figure: the model to show (default: the shipped default model)")
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--real", type=Path, help="the totalsegmentator_example folder (evaluate)")
     ap.add_argument("--docs", type=Path, help="also write the real-CT figure into this folder (evaluate)")
@@ -177,8 +179,13 @@ def main() -> int:
         install_default(args.out)
         return 0
     if args.real is None:
-        print("error: evaluate needs --real", file=sys.stderr)
+        print(f"error: {args.action} needs --real", file=sys.stderr)
         return 2
+    if args.action == "figure":
+        from l3seg_lib.models import default_model_path
+
+        print(f"figure: {real_l3_figure(args.out, args.real, args.docs, args.model or default_model_path())}")
+        return 0
     table = evaluate(args.out, args.real)
     print(table.round(3).to_string())
     print(thin_sat(args.out).round(3).to_string())

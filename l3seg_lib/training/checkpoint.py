@@ -26,12 +26,17 @@ CHECKPOINT_FORMAT = "l3seg-model-v1"
 
 
 def save_checkpoint(path: str | Path, states: list[dict[str, torch.Tensor]], params: Params, image_size: int,
-                    label: str = "model", info: dict[str, Any] | None = None) -> Path:
-    """Save one model or a fold ensemble with what inference needs (architecture, window, size)."""
+                    label: str = "model", info: dict[str, Any] | None = None, weights_dtype: str = "float32") -> Path:
+    """Save one model or a fold ensemble with what inference needs (architecture, window, size).
+
+    ``weights_dtype="float16"`` stores floating-point tensors in half precision (half the file);
+    :func:`models_from_checkpoint` loads them into float32 networks."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = ModelSpec.from_params(params, image_size, label, members=len(states), info=info).to_metadata(CHECKPOINT_FORMAT)
-    states = [{k: v.detach().cpu() for k, v in s.items()} for s in states]
+    half = weights_dtype == "float16"
+    states = [{k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+               for k, v in s.items()} for s in states]
     torch.save({**meta, "state_dicts": states}, path)
     return path
 

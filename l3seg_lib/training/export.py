@@ -38,11 +38,15 @@ class MeanSoftmax(nn.Module):
 
 
 def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_size: int, path: str | Path,
-                label: str = "model", info: dict[str, Any] | None = None) -> Path:
+                label: str = "model", info: dict[str, Any] | None = None, weights_dtype: str = "float32") -> Path:
     """Write ``states`` (one network or a fold ensemble) as one l3seg ONNX file.
 
     ``info`` (JSON-plain) is stored too, e.g. ``training_data``, ``accuracy``, ``folds``.
+    ``weights_dtype="float16"`` stores the weights in half precision (half the file; see
+    :func:`store_weights_float16`); the network still computes in float32.
     """
+    if weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"weights_dtype must be float32 or float16, not {weights_dtype!r}")
     import onnx
 
     path = Path(path)
@@ -66,8 +70,37 @@ def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_siz
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name, model.producer_version = "l3seg", __version__
+    if weights_dtype == "float16":
+        store_weights_float16(model)
     onnx.save(model, str(path))
     return path
+
+
+def store_weights_float16(model: Any, min_elements: int = 16) -> int:
+    """Store the float32 weights (initializers of at least ``min_elements`` values) of an ONNX
+    ``model`` in float16, each followed by a Cast back to float32: the file halves, inference
+    computes in float32 as before (onnxruntime folds the casts when the session is built).
+    Returns the number of tensors converted."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    casts, kept, n = [], [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "__fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=init.name + "__to_fp32"))
+        n += 1
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    return n
 
 
 def add_metadata(path: str | Path, **values: Any) -> Path:
