@@ -72,11 +72,42 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                       vertebra_label=args.vertebra_label, margin=args.margin, device=args.device,
                       check_hu=not args.no_hu_check, png_spacing=tuple(args.spacing) if args.spacing else None,
                       png_window=tuple(args.png_window) if args.png_window else None,
-                      postprocess=not args.no_postprocess)
+                      postprocess=not args.no_postprocess, **_image_minimum(args))
     cols = ["patient_id", "slice_index", "muscle_area_cm2", "sat_area_cm2", "vat_area_cm2", "muscle_mean_hu", "seconds"]
     print(df[cols].to_string(index=False))
     print(f"outputs in {args.out}")
     return 0
+
+
+def _refusal_lines(errors) -> list[str]:
+    """One line per refused input of a batch: ``error: <file>: <problem>`` (control characters and
+    line breaks of the message removed; never a table padded with spaces)."""
+    from l3seg_lib.names import clean_text
+
+    lines = []
+    for source, message in zip(errors.get("source", []), errors.get("error", [])):
+        source, message = clean_text(str(source)), clean_text(str(message)).strip()
+        lines.append(f"error: {message}" if message.startswith(source) else f"error: {source}: {message}")
+    return lines
+
+
+def _add_image_minimum(p: argparse.ArgumentParser) -> None:
+    """The options of the smallest image measured (``predict`` and ``measure``; their defaults,
+    :data:`l3seg_lib.imageio.ct.DEFAULT_LIMITS`, are filled in by :func:`_image_minimum`, so that
+    building the parser imports no image library)."""
+    p.add_argument("--min-matrix", type=int, metavar="PIXELS",
+                   help="refuse slices with fewer rows or columns (default: 64; 8 whatever is set)")
+    p.add_argument("--min-fov-mm", type=float, metavar="MM",
+                   help="refuse slices whose field of view is smaller (default: 150 mm; 10 whatever is set); "
+                        "lower only for small synthetic test images")
+
+
+def _image_minimum(args: argparse.Namespace) -> dict[str, float]:
+    """``min_matrix`` and ``min_fov_mm`` as given, else the defaults (64 pixels, 150 mm)."""
+    from l3seg_lib.imageio.ct import DEFAULT_LIMITS
+
+    return {"min_matrix": DEFAULT_LIMITS.min_matrix if args.min_matrix is None else args.min_matrix,
+            "min_fov_mm": DEFAULT_LIMITS.min_fov_mm if args.min_fov_mm is None else args.min_fov_mm}
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
@@ -96,13 +127,13 @@ def _cmd_measure(args: argparse.Namespace) -> int:
                              reference_labels=load_label_map(args.reference_labels), device=args.device,
                              check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads,
                              postprocess=not args.no_postprocess, force=args.force, dicom=args.dicom,
-                             workers=args.workers, scheduler=args.scheduler)
+                             workers=args.workers, scheduler=args.scheduler, **_image_minimum(args))
     res = measure_folder(args.folder, _model(args.model), args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
-          f"{len(res.skipped)} file(s) left out of series folders (skipped.csv); "
+          f"{len(res.skipped)} file(s) left out (skipped.csv); "
           f"see {Path(args.out) / 'index.html'} and measurements.csv")
-    if len(res.errors):
-        print(res.errors[["source", "error"]].to_string(index=False), file=sys.stderr)
+    for line in _refusal_lines(res.errors):
+        print(line, file=sys.stderr)
     measured = getattr(res, "inputs_measured", None)
     if measured is None:
         measured = res.measurements["source"].nunique() if len(res.measurements) else 0
@@ -280,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png-window", type=float, nargs=2, metavar=("LO_HU", "HI_HU"), help="PNG export window")
     p.add_argument("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
     p.add_argument("--no-hu-check", action="store_true", help="accept images without air near -1000 HU")
+    _add_image_minimum(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("locate", help="find L3 in a CT series or volume (exit 1 when it cannot tell)")
@@ -335,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="measure on an existing Dask cluster: tcp://host:8786")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-hu-check", action="store_true")
+    _add_image_minimum(p)
     p.set_defaults(func=_cmd_measure)
 
     p = sub.add_parser("serve", help="DICOM node: receive CT series (C-STORE), measure each, send SEG and SR to the PACS")

@@ -1,15 +1,21 @@
-"""File-name and cell helpers shared by the writers of outputs.
+"""File-name, cell and file-writing helpers shared by the writers of outputs.
 
 :func:`safe_name` turns any identifier (a PatientID, an input's file name) into a short, portable
 file name; :func:`clean_text` drops control characters from a cell of a table or page;
-:func:`csv_cell` also neutralises cells a spreadsheet would run as a formula (OWASP CSV injection).
+:func:`csv_cell` also neutralises cells a spreadsheet would run as a formula (OWASP CSV injection),
+and :func:`csv_value` reads such a cell back as the value it was; :func:`atomic_path` gives a
+writer a temporary name renamed into place only when the file is complete (no torn outputs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +59,69 @@ def clean_text(value: Any) -> Any:
                    if c in "\t\r\n" or unicodedata.category(c) != "Cc")
 
 
+def _formula_like(value: str) -> bool:
+    """Whether a cleaned cell would be run as a formula by a spreadsheet (starts, after blanks,
+    with ``= + - @``) and is not a plain number."""
+    return value.lstrip()[:1] in ("=", "+", "-", "@") and not _NUMBER.fullmatch(value.strip())
+
+
+def _quoted(value: str) -> bool:
+    """Whether :func:`csv_cell` prefixes the cleaned ``value`` with ``'``: a formula-like cell, or a
+    cell that is ``'`` followed by one (so that :func:`csv_value` reads every cell back exactly)."""
+    return _formula_like(value) or (value[:1] == "'" and _quoted(value[1:]))
+
+
 def csv_cell(value: Any) -> Any:
-    """A cell as written to a CSV: :func:`clean_text`, and a string a spreadsheet would run as a
-    formula (starting with ``= + - @``, tab or CR, OWASP rule) prefixed with ``'``; numbers, and
-    strings that are plain numbers (``-12.5``), are kept as they are."""
+    """A cell as written to a CSV: :func:`clean_text` (a leading tab or CR becomes a blank), and a
+    string a spreadsheet would run as a formula (starting, after blanks, with ``= + - @``; OWASP
+    rule) prefixed with ``'``; numbers, and strings that are plain numbers (``-12.5``), are kept as
+    they are. One-to-one on cleaned text: :func:`csv_value` gives back the cleaned value."""
     if not isinstance(value, str):
         return value
-    starts = value[:1] in ("\t", "\r")
     value = clean_text(value)
-    head = value.lstrip()[:1]
-    if (starts or head in ("=", "+", "-", "@")) and not _NUMBER.fullmatch(value.strip()):
-        return "'" + value
-    return value
+    return "'" + value if _quoted(value) else value
+
+
+def csv_value(cell: Any) -> Any:
+    """The value a cell written by :func:`csv_cell` stood for (its ``'`` prefix removed where
+    :func:`csv_cell` added it): ``'=HYPERLINK(...)`` reads back as ``=HYPERLINK(...)``, ``'+1``
+    as ``+1``; other cells, and values that are no strings, unchanged."""
+    if isinstance(cell, str) and cell[:1] == "'" and _quoted(cell[1:]):
+        return cell[1:]
+    return cell
+
+
+def read_csv_values(path: str | Path, **kwargs: Any):
+    """A CSV written with :func:`csv_cell` cells read back as a pandas table of the values they
+    stood for (:func:`csv_value` on each text cell)."""
+    import pandas as pd
+
+    df = pd.read_csv(path, **kwargs)
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype):
+            df[c] = df[c].map(csv_value)
+    return df
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same folder, same suffix, hidden name) to write the file
+    to; renamed onto ``path`` when the block ends without error, removed when it fails. So a write
+    that is interrupted or fails never leaves a torn file under the final name (a crash at worst
+    leaves a hidden ``.tmp...`` file, which nothing reads)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp{os.getpid()}-{threading.get_ident() % 100000}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.filename is not None and Path(exc.filename).name == tmp.name:
+            exc.filename = str(path)  # the error names the file being written, not its temporary name
+        raise
 
 
 def input_stem(path: str | Path) -> str:

@@ -31,6 +31,10 @@ from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
 from l3seg_lib.measurement.composition import assess
 
+SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
+"""MeasureOptions lowered to the floor for the small test phantoms (64 px of 0.7-0.8 mm), below the
+64 px / 150 mm a real CT slice at L3 needs (what ``measure`` applies by default)."""
+
 
 def _circle(shape):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -248,7 +252,7 @@ def test_measure_a_folder_of_real_world_variants(tmp_path, hu, tiny_model):
     write_dicom(folder / "mr.dcm", hu, Modality="MR", patient_id="MR")
     (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     _messy_folder(folder / "series_with_scout", hu)
-    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False, max_slices=5))
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL, max_slices=5))
     t = res.measurements.set_index("patient_id")
     assert {"VALID", "CM", "JLS", "LJPEG", "P001"} <= set(t.index)
     assert t.loc["LJPEG", "sma_cm2"] == pytest.approx(t.loc["VALID", "sma_cm2"])  # decoded losslessly
@@ -329,7 +333,7 @@ def test_loose_files_of_two_series_are_two_series_and_a_lone_file_one_slice(tmp_
                       next(n for n in series if n.startswith("series_geometry-1.2.3.300.1-")): 2}
     assert sorted(i.image.name for i in inputs if not isinstance(i, SeriesEntry)) == ["bare_0.dcm", "bare_1.dcm",
                                                                                      "lone.dcm"]
-    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL))
     assert len(res.errors) == 0
     per_source = res.measurements.groupby(res.measurements["source"].map(lambda s: s.rsplit("/", 1)[-1])).size()
     assert per_source["series_1.2.3.100"] == 3 and per_source["series_1.2.3.200"] == 2 and per_source["lone.dcm"] == 1
@@ -341,7 +345,7 @@ def test_loose_files_of_two_series_are_two_series_and_a_lone_file_one_slice(tmp_
 def test_a_lone_slice_says_its_level_was_not_checked_unless_the_manifest_vouches(tmp_path, hu, tiny_model):
     folder = tmp_path / "in"
     write_dicom(folder / "a.dcm", hu, patient_id="A")
-    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL))
     row = res.measurements.iloc[0]
     assert row["level_source"] == "as given (level not checked)" and row["review_required"]
     assert "vertebral level not verified (a single slice was given)" in row["review_reasons"]
@@ -350,6 +354,6 @@ def test_a_lone_slice_says_its_level_was_not_checked_unless_the_manifest_vouches
     page = (tmp_path / "out" / "patients" / "A.html").read_text()
     assert "vertebral level not verified" in page and "level not checked" in page
     pd.DataFrame([{"image": "a.dcm", "slice_index": 0}]).to_csv(folder / "manifest.csv", index=False)
-    res = measure_folder(folder, tiny_model, tmp_path / "out2", MeasureOptions(progress=False))
+    res = measure_folder(folder, tiny_model, tmp_path / "out2", MeasureOptions(progress=False, **SMALL))
     row = res.measurements.iloc[0]
     assert row["level_source"] == "manifest" and "level not verified" not in str(row["review_reasons"])

@@ -165,8 +165,9 @@ def _imported_by(args: list[str]) -> dict:
 def test_predict_and_measure_import_neither_torch_nor_the_training_stack(tmp_path, tiny_model):
     hu, _ = body_phantom(64, 64)
     dcm = write_dicom(tmp_path / "in" / "a.dcm", hu)
-    for args in (["predict", str(dcm), "--model", str(tiny_model), "--out", str(tmp_path / "p")],
-                 ["measure", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "m")]):
+    small = ["--min-matrix", "8", "--min-fov-mm", "10"]  # a 64 px phantom of 0.8 mm: below a real CT slice
+    for args in (["predict", str(dcm), "--model", str(tiny_model), "--out", str(tmp_path / "p"), *small],
+                 ["measure", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "m"), *small]):
         result = _imported_by(args)
         assert result["code"] == 0
         loaded = {m.split(".")[0] for m in result["modules"]}

@@ -16,6 +16,10 @@ from l3seg_lib.imageio.labels import read_label_file, remap_labels
 from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
 from l3seg_lib.measurement.inputs import discover_inputs
 
+SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
+"""MeasureOptions lowered to the floor for the small test phantoms (64 px of 0.7-0.8 mm), below the
+64 px / 150 mm a real CT slice at L3 needs (what ``measure`` applies by default)."""
+
 
 @pytest.fixture
 def batch_folder(tiny_processed, tmp_path):
@@ -95,12 +99,12 @@ def test_long_volume_without_l3_goes_to_review_unless_the_manifest_names_the_sli
     hu, _ = body_phantom(64, 64)
     for z in range(7):
         write_dicom(tmp_path / "in" / "series" / f"{z}.dcm", hu, position=(0, 0, 3.0 * z), series_uid="1.2.3")
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL))
     err = res.errors.iloc[0]
     assert "L3 not located, listed for review" in err["error"] and err["review"]
     assert (tmp_path / "out" / err["picture"]).is_file()
     pd.DataFrame([{"image": "series", "slice_index": 3, "patient_id": "S1"}]).to_csv(tmp_path / "in" / "manifest.csv", index=False)
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", MeasureOptions(progress=False))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out2", MeasureOptions(progress=False, **SMALL))
     assert res.measurements["slice_index"].tolist() == [3] and res.measurements["patient_id"].tolist() == ["S1"]
     assert read_dicom_series(tmp_path / "in" / "series").n_slices == 7
 
@@ -111,18 +115,18 @@ def test_interrupted_batch_resumes_and_force_redoes(tmp_path, tiny_model):
         write_dicom(tmp_path / "in" / f"p{k}.dcm", hu, patient_id=f"P{k}")
     write_dicom(tmp_path / "in" / "mr.dcm", hu, Modality="MR", patient_id="MR")
     out = tmp_path / "out"
-    first = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, max_inputs=2))
+    first = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, **SMALL, max_inputs=2))
     assert len(first.measurements) + len(first.errors) == 2  # "interrupted" after two inputs
     ledger = pd.read_csv(out / "ledger.csv")
     assert len(ledger) == 2 and set(ledger["status"]) <= {"measured", "refused"}
     kept = (out / "inputs").stat().st_mtime_ns
-    second = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False))
+    second = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, **SMALL))
     assert set(second.measurements["patient_id"]) == {"P0", "P1", "P2"} and len(second.errors) == 1
     ledger = pd.read_csv(out / "ledger.csv")
     assert len(ledger) == 4 and ledger["source"].is_unique  # only the two unfinished inputs were measured
     assert set(ledger["status"]) == {"measured", "refused"} and ledger["model_sha256"].nunique() == 1
     assert kept <= (out / "inputs").stat().st_mtime_ns
-    measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, force=True))
+    measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, **SMALL, force=True))
     assert len(pd.read_csv(out / "ledger.csv")) == 8  # --force measured everything again
 
 
@@ -137,7 +141,7 @@ def test_edit_and_remeasure(tmp_path, tiny_model, kind):
     hu, _ = body_phantom(64, 64)
     write_dicom(tmp_path / "in" / "a.dcm", hu, patient_id="A", orientation=(-1, 0, 0, 0, 1, 0))  # stored mirrored
     out = tmp_path / "out"
-    res = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False))
+    res = measure_folder(tmp_path / "in", tiny_model, out, MeasureOptions(progress=False, **SMALL))
     row = res.measurements.iloc[0]
     assert (out / row["mask_nifti"]).is_file() and (out / row["mask_tag"]).is_file()
     assert "skeletal muscle" in (out / "masks" / "labels.txt").read_text()
@@ -165,7 +169,7 @@ def test_dicom_seg_and_sr_match_the_csv(tmp_path, tiny_model):
 
     hu, _ = body_phantom(64, 64)
     src = write_dicom(tmp_path / "in" / "a.dcm", hu, patient_id="A", orientation=(-1, 0, 0, 0, 1, 0))
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, dicom=True))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL, dicom=True))
     row = res.measurements.iloc[0]
     seg = pydicom.dcmread(tmp_path / "out" / row["dicom_seg"])
     source = pydicom.dcmread(src)
@@ -212,9 +216,9 @@ def test_measure_on_two_dask_workers_equals_serial(tmp_path, tiny_model):
     for k in range(4):
         write_dicom(tmp_path / "in" / f"p{k}.dcm", hu + k, patient_id=f"P{k}")
     write_dicom(tmp_path / "in" / "mr.dcm", hu, Modality="MR", patient_id="MR")
-    serial = measure_folder(tmp_path / "in", tiny_model, tmp_path / "serial", MeasureOptions(progress=False))
+    serial = measure_folder(tmp_path / "in", tiny_model, tmp_path / "serial", MeasureOptions(progress=False, **SMALL))
     assert main(["measure", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "dask"),
-                 "--workers", "2"]) == 1  # exit status 1: the MR input is refused
+                 "--workers", "2", "--min-matrix", "8", "--min-fov-mm", "10"]) == 1  # exit status 1: the MR input is refused
     parallel = pd.read_csv(tmp_path / "dask" / "measurements.csv", dtype={"patient_id": str})
     cols = ["patient_id", "sma_cm2", "sat_cm2", "vat_cm2", "muscle_refined_hu_mean", "imat_cm2", "sarcopenia"]
     left = serial.measurements[cols].sort_values("patient_id").reset_index(drop=True)

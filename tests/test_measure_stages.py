@@ -20,6 +20,10 @@ from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.result import COLUMNS, OPTIONAL, InputResult, SliceResult
 
+SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
+"""MeasureOptions lowered to the floor for the small test phantoms (64 px of 0.7-0.8 mm), below the
+64 px / 150 mm a real CT slice at L3 needs (what ``measure`` applies by default)."""
+
 
 def test_spacing_comes_from_the_affine_and_must_agree_with_it():
     affine = np.diag([-0.7, -0.8, 2.5, 1.0])
@@ -63,7 +67,7 @@ def test_each_source_file_is_read_once_and_seg_sr_come_from_memory(tmp_path, tin
 
     monkeypatch.setattr(pydicom, "dcmread", counting)
     monkeypatch.setattr(pydicom.misc, "is_dicom", lambda p: pytest.fail(f"is_dicom({p}) opens the file again"))
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, dicom=True))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL, dicom=True))
     assert len(res.measurements) == 3 and res.measurements["dicom_seg"].str.endswith("_seg.dcm").all()
     assert {str(f): 1 for f in files} == {k: v for k, v in opened.items() if k.startswith(str(tmp_path / "in"))}
     assert not any(k.startswith(str(tmp_path / "out")) for k in opened)  # its own SEG is not read back
@@ -74,7 +78,7 @@ def test_slice_result_fields_are_the_csv_columns_in_order(tmp_path, tiny_model):
     from l3seg_lib.reporting import html
 
     _series(tmp_path / "in" / "S1", n=2)
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL))
     written = list(pd.read_csv(tmp_path / "out" / "measurements.csv").columns)
     assert written == [c for c in COLUMNS if c not in OPTIONAL]
     for names in (dicom_out.MEASURES, dicom_out.VERDICTS, remeasure.COMPARED):  # what the writers read by name

@@ -350,6 +350,7 @@ def test_enhanced_ct_is_received_and_measured(tmp_path, caplog):
 
     hu, _ = body_phantom(64, 64)
     frames = [pydicom.dcmread(write_dicom(tmp_path / "single" / f"{k}.dcm", hu, position=(-100, -120, 3.0 * k),
+                                          spacing=(3.0, 3.0),  # 192 mm: a plausible field of view, measured
                                           series_uid="1.2.7", InstanceNumber=k + 1, StudyInstanceUID="1.2.7.1",
                                           FrameOfReferenceUID="1.2.7.2", SeriesNumber=1, Manufacturer="tests"))
               for k in range(3)]

@@ -18,6 +18,10 @@ from l3seg_lib.config import CompositionConfig, params_from_dict
 from l3seg_lib.errors import L3SegConfigError
 from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
 
+SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
+"""MeasureOptions lowered to the floor for the small test phantoms (64 px of 0.7-0.8 mm), below the
+64 px / 150 mm a real CT slice at L3 needs (what ``measure`` applies by default)."""
+
 PACKAGE = Path(__file__).resolve().parents[1] / "l3seg_lib"
 PARTIAL = {"muscle": (-30.0, 150.0)}
 
@@ -105,7 +109,7 @@ def test_partial_hu_ranges_keep_imat_in_csv_tag_and_seg(tmp_path, tiny_model, ph
     hu, mask = _muscle_with_fat()
     write_dicom(tmp_path / "in" / "a.dcm", hu, patient_id="A", orientation=(-1, 0, 0, 0, 1, 0))
     comp = params_from_dict({"composition": {"hu_ranges": {"muscle": [-30, 150]}}}).composition
-    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(comp, progress=False, dicom=True))
+    res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(comp, progress=False, **SMALL, dicom=True))
     row = res.measurements.iloc[0]
     assert row["hu_range_imat"] == "-190..-30" and row["hu_range_muscle"] == "-30..150"
     px_cm2 = 0.8 * 0.7 / 100
@@ -136,7 +140,7 @@ def test_remeasure_reads_png_inputs_like_measure(tmp_path, tiny_model, phantom_p
     pd.DataFrame([{"image": "png/a.png", "patient_id": "A", "spacing_row_mm": 0.8, "spacing_col_mm": 0.7,
                    "window_lo_hu": lo, "window_hi_hu": hi}]).to_csv(folder / "manifest.csv", index=False)
     out = tmp_path / "out"
-    res = measure_folder(folder, tiny_model, out, MeasureOptions(progress=False))
+    res = measure_folder(folder, tiny_model, out, MeasureOptions(progress=False, **SMALL))
     assert len(res.errors) == 0 and len(res.measurements) == 1
     before = res.measurements.iloc[0]
     assert not before["hu_calibrated"] and (out / before["mask_nifti"]).is_file() and before["imat_cm2"] > 0

@@ -494,7 +494,8 @@ FLOOR_LIMITS = ReadLimits(min_matrix=8, min_fov_mm=10.0)
 """What every CT image read must reach, whatever is asked (a 1x1 or 4x4 'CT' is never measured;
 checked by the DICOM and NIfTI readers before the HU check, by ``read_image`` for every kind);
 the plausible minimum of :data:`DEFAULT_LIMITS` (64 px, 150 mm) is applied when the caller asks
-(``read_image(check_size=True)``), as the measurement of real scans should."""
+(``read_image(check_size=True)``), as ``l3seg measure`` and ``l3seg predict`` do before anything is
+measured (``MeasureOptions.min_matrix``/``min_fov_mm``, ``--min-matrix``/``--min-fov-mm``)."""
 
 
 def check_claimed_size(source: str | Path, shape: tuple[int, ...], itemsize: int, limits: ReadLimits | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.names import atomic_path
 from l3seg_lib.imageio.ct import (
     CTImage,
     CTVolume,
@@ -116,7 +117,8 @@ def write_itksnap_labels(path: str | Path, labels: list[LabelDescription]) -> Pa
         r, g, b = lab.rgb
         alpha = 0 if lab.value == 0 else 1
         lines.append(f'{lab.value:5d} {r:5d} {g:4d} {b:4d} {alpha:8d} {1 if lab.value else 0:2d} {1 if lab.value else 0:2d}    "{lab.name}"')
-    path.write_text("\n".join(lines) + "\n")
+    with atomic_path(path) as tmp:  # never a torn file under the final name
+        tmp.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -196,7 +198,8 @@ def write_tag(path: str | Path, tags: np.ndarray) -> Path:
     if arr.ndim == 2:
         arr = arr[None]
     header = f"x:{arr.shape[2]} y:{arr.shape[1]} z:{arr.shape[0]} written-by:l3seg\n".encode("latin-1")
-    path.write_bytes(header + b"\x0c" + np.ascontiguousarray(arr).tobytes())
+    with atomic_path(path) as tmp:  # never a torn file under the final name
+        tmp.write_bytes(header + b"\x0c" + np.ascontiguousarray(arr).tobytes())
     return path
 
 

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.names import atomic_path
 from l3seg_lib.imageio.ct import (
     DEFLATE_MAX_RATIO,
     FLOOR_LIMITS,
@@ -166,7 +167,8 @@ def write_nifti_labels(labels: np.ndarray, affine: np.ndarray, path: str | Path)
     img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    nib.save(img, str(path))
+    with atomic_path(path) as tmp:  # never a torn file under the final name
+        nib.save(img, str(tmp))
     return path
 
 

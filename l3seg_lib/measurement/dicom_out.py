@@ -20,6 +20,7 @@ from pydicom.sr.codedict import codes
 
 from l3seg_lib import __version__
 from l3seg_lib.imageio.ct import CTImage
+from l3seg_lib.names import atomic_path
 from l3seg_lib.tissues import ALL_TISSUES, IMAT, PRIVATE_SCHEME, Code, segment_masks
 
 SCHEME = PRIVATE_SCHEME
@@ -52,12 +53,20 @@ def _segments():
                                       algorithm_identification=algorithm) for t in ALL_TISSUES]
 
 
+def save_dataset(ds: pydicom.Dataset, path: Path) -> Path:
+    """Save ``ds`` to ``path`` under a temporary name, renamed into place when complete (never a
+    torn SEG or SR under the final name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp)
+    return path
+
+
 def write_seg(path: Path, source: pydicom.Dataset, image: CTImage, labels: np.ndarray,
               imat_hu: tuple[float, float] | None, model_label: str) -> Path:
     """:func:`build_seg` saved to ``path``."""
     seg = build_seg(source, image, labels, imat_hu, model_label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
+    save_dataset(seg, path)
     return path
 
 
@@ -127,8 +136,7 @@ def write_sr(path: Path, source: pydicom.Dataset, seg: pydicom.Dataset, row: dic
     sr = hd.sr.Comprehensive3DSR(evidence=[source, seg], content=report, series_instance_uid=hd.UID(),
                                  series_number=902, sop_instance_uid=hd.UID(), instance_number=1,
                                  manufacturer="l3seg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sr.save_as(path)
+    save_dataset(sr, path)
     return path
 
 
@@ -155,7 +163,6 @@ def write_dicom_outputs(out: Path, stem: str, source: pydicom.Dataset | str | Pa
                                     else pydicom.dcmread(source))
     seg = build_seg(source, image, labels, imat_hu, model_label)
     seg_path = out / "dicom" / f"{stem}_seg.dcm"
-    seg_path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(seg_path)
+    save_dataset(seg, seg_path)
     sr_path = write_sr(out / "dicom" / f"{stem}_sr.dcm", source, seg, row, model_label)
     return {"dicom_seg": str(seg_path.relative_to(out)), "dicom_sr": str(sr_path.relative_to(out))}

@@ -13,7 +13,8 @@
 
 ``measure`` also takes one file: an image file is that one input, a ``manifest.csv`` its rows.
 :func:`discover` also says what it left out of the folder, and why (sub-folders without DICOM
-files, such as a folder of NIfTI masks; files that are no image), for ``skipped.csv``.
+files, such as a folder of NIfTI masks; files that are no image; hidden files such as
+``.DS_Store``; files that cannot be read), for ``skipped.csv``.
 
 :func:`read_entry` reads one input the way ``measure`` and ``remeasure`` both read it;
 :func:`entry_for_source` finds again, for ``remeasure``, how a measured input was listed.
@@ -85,12 +86,23 @@ def discover(folder: str | Path) -> tuple[list[ManifestEntry], list[tuple[str, s
     left_out: list[tuple[str, str]] = []
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
-        if path.is_dir():
-            files = [p for p in path.iterdir() if p.is_file()]
+        if name.startswith(".") and not _hidden_dicom(path):  # .DS_Store, ._IM0001.dcm (macOS), .git/
+            left_out.append((path.name + ("/" if path.is_dir() else ""),
+                             "hidden " + ("folder" if path.is_dir() else "file, not DICOM") + " (name starts with .)"))
+        elif path.is_dir():
+            try:
+                files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+            except OSError as exc:
+                left_out.append((path.name + "/", f"sub-folder cannot be read: {exc.strerror or exc}"))
+                continue
             if any(_is_dicom(p) for p in files):
                 found.append((path, ManifestEntry(path)))
             else:
                 left_out.append((path.name + "/", _why_folder_left_out(files)))
+        elif not path.is_file():
+            left_out.append((path.name, "not a regular file (a broken link, a device or a pipe)"))
+        elif (unreadable := _unreadable(path)) is not None:
+            left_out.append((path.name, f"cannot be read: {unreadable}"))
         elif name.endswith((".nii", ".nii.gz", ".png")):  # PNG fails with a clear message: it needs spacing
             found.append((path, ManifestEntry(path)))
         elif name.endswith(_NOT_IMAGES):
@@ -101,6 +113,24 @@ def discover(folder: str | Path) -> tuple[list[ManifestEntry], list[tuple[str, s
             left_out.append((path.name, "not a DICOM, NIfTI or PNG file"))
     found += _loose_dicom_inputs(folder, loose)
     return [entry for _, entry in sorted(found, key=lambda item: item[0])], left_out
+
+
+def _hidden_dicom(path: Path) -> bool:
+    """Whether a hidden file is a DICOM file by its content (the ``DICM`` preamble; a macOS
+    ``._IM0001.dcm`` companion file is not, whatever its suffix)."""
+    try:
+        return path.is_file() and pydicom.misc.is_dicom(path)
+    except OSError:
+        return False
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the file ``path`` cannot be opened for reading (no permission, ...), or None when it can."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _why_folder_left_out(files: list[Path]) -> str:

@@ -3,7 +3,8 @@
 ``<out>/ledger.csv`` lists input, status (``measured``, ``refused``, ``review``), reason,
 seconds, the model file's SHA-256 and the time; ``<out>/inputs/<key>.json`` keeps what the input
 contributed (rows, errors, skipped files, validation). Each is written and flushed as the input
-finishes, so an interrupted batch loses nothing already written.
+finishes, after its files (overlay, masks, SEG/SR) are complete, so an interrupted batch loses
+nothing already written and never lists an input whose files are missing or torn.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from l3seg_lib.measurement.result import InputResult
-from l3seg_lib.names import csv_cell, safe_name
+from l3seg_lib.names import csv_cell, csv_value, safe_name
 
 LEDGER = "ledger.csv"
 COLUMNS = ["source", "status", "reason", "seconds", "model_sha256", "finished"]
@@ -66,22 +67,35 @@ class Ledger:
         tmp.write_text(json.dumps(result.to_dict(), default=_plain))
         os.replace(tmp, key)
         new = not self.path.is_file()
-        row = pd.DataFrame([{"source": result.source, "status": result.status, "reason": csv_cell(result.reason),
+        row = pd.DataFrame([{"source": csv_cell(result.source), "status": result.status, "reason": csv_cell(result.reason),
                              "seconds": round(result.seconds, 3), "model_sha256": self.model_sha256,
                              "finished": _dt.datetime.now().isoformat(timespec="seconds")}], columns=COLUMNS)
+        torn = not new and not self._ends_with_newline()  # a row cut by a kill: never glue the next one to it
         with open(self.path, "a") as f:
+            if torn:
+                f.write("\n")
             row.to_csv(f, header=new, index=False)
             f.flush()
             os.fsync(f.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        """Whether the ledger file is empty or ends with a line break."""
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
 
     def finished(self) -> dict[str, InputResult]:
         """Results of the inputs this model already finished (the last ledger row per input)."""
         if not self.path.is_file():
             return {}
         try:
-            rows = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+            rows = pd.read_csv(self.path, dtype=str, keep_default_na=False, on_bad_lines="skip")
         except (pd.errors.ParserError, pd.errors.EmptyDataError):
             return {}
+        rows["source"] = rows["source"].map(csv_value)  # as csv_cell wrote it: the input's path again
         rows = rows.drop_duplicates("source", keep="last")
         done = {}
         for _, r in rows[rows["model_sha256"] == self.model_sha256].iterrows():

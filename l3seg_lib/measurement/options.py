@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l3seg_lib.config import CompositionConfig, LocalizeConfig
+from l3seg_lib.imageio.ct import DEFAULT_LIMITS, ReadLimits
 
 LEVEL_SOURCES = {"localiser": "L3 found by the localiser in the whole series or volume",
                  "manifest": "the slice named by the manifest's slice_index (vouched for by the user)",
@@ -50,3 +51,15 @@ class MeasureOptions:
     """Measure on this many Dask workers (a LocalCluster on this machine); 0: in this process."""
     scheduler: str | None = None
     """Address of an existing Dask scheduler (``tcp://host:8786``) to measure on instead."""
+    min_matrix: int = DEFAULT_LIMITS.min_matrix
+    """Rows and columns a slice must have to be measured (64): a smaller image is refused, naming
+    its matrix, before anything is measured (with or without the HU check)."""
+    min_fov_mm: float = DEFAULT_LIMITS.min_fov_mm
+    """Field of view (mm, rows x row spacing and columns x column spacing) a slice must cover to be
+    measured (150 mm; an abdomen at L3 is some 250-400 mm across). Lower it (and ``min_matrix``)
+    only for small synthetic test images; whatever is set, 8 pixels and 10 mm are always needed."""
+
+    @property
+    def image_limits(self) -> ReadLimits:
+        """The :class:`~l3seg_lib.imageio.ct.ReadLimits` an input is read and checked with."""
+        return ReadLimits(min_matrix=self.min_matrix, min_fov_mm=self.min_fov_mm)

@@ -1,14 +1,18 @@
 """A batch: a folder of CT inputs -> one table of body-composition numbers, per-patient HTML
 summaries, an errors table, and (optionally) validation against reference masks.
 
-Inputs are found by :func:`l3seg_lib.measurement.inputs.discover_inputs` and each is measured by
+Inputs are found by :func:`l3seg_lib.measurement.inputs.discover` (what it leaves out goes to
+``skipped.csv``, with why) and each is measured by
 :func:`l3seg_lib.measurement.stages.measure_input` - in this process, the next inputs read ahead on
 threads while the network runs (:func:`prefetch`), or on Dask workers (:mod:`.cluster`). Each
 input is recorded in the ledger (:mod:`.ledger`) as it finishes, so a batch resumes; the writers
 (:mod:`.writers`) then write the tables and pages. One bad input is listed in ``errors.csv`` and
 the batch goes on. An output that cannot be written (:class:`~.writers.OutputError`) stops the
-batch: it names the path, and a rerun finishes the batch. One batch at a time writes an output
-folder: ``<out>/.l3seg.lock`` (a second one stops with :class:`OutputInUse`).
+batch: it names the path, and a rerun finishes the batch. Every file is written under a temporary
+name and renamed into place when complete (:func:`l3seg_lib.names.atomic_path`), an input goes to
+the ledger only once its files are written, and a rerun removes what a killed batch left
+half-written (:func:`remove_leftovers`). One batch at a time writes an output folder:
+``<out>/.l3seg.lock`` (a second one stops with :class:`OutputInUse`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from l3seg_lib.errors import L3SegError
 
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement import cluster
-from l3seg_lib.measurement.inputs import discover_inputs
+from l3seg_lib.measurement.inputs import discover
 from l3seg_lib.measurement.ledger import Ledger, file_sha256
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.result import InputResult, MeasureResult
@@ -114,6 +118,28 @@ def check_output(out: Path, folders: Sequence[str]) -> None:
             raise output_error(probe, exc) from exc
 
 
+LEFTOVERS = (".tmp*", ".l3seg-probe*", ".*.tmp")
+"""Names of the temporary files a write in progress uses (:func:`~l3seg_lib.names.atomic_path`,
+the probes of :func:`check_output`, the ledger's): what a killed batch may leave behind."""
+
+
+def remove_leftovers(out: Path, folders: Sequence[str]) -> int:
+    """Remove the temporary files that a batch killed mid-write left in ``out`` and its
+    ``folders`` (never under a final name: they are hidden and nothing reads them); call it with
+    the lock held, so that no other batch is writing them. How many were removed."""
+    removed = 0
+    for name in ("", *folders):
+        for pattern in LEFTOVERS:
+            for path in (out / name).glob(pattern):
+                try:
+                    if path.is_file() and path.name != LOCK:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    pass  # best effort: a leftover that stays is harmless
+    return removed
+
+
 def page_meta(predictor: Predictor, measurer: Measurer) -> dict[str, Any]:
     """What the HTML pages say about the model, the cut-off set and the HU ranges."""
     cutoffs, comp = measurer.cutoffs, measurer.composition
@@ -127,9 +153,11 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     """Segment and measure every input in ``folder``; see the module docstring.
 
     Writes ``measurements.csv`` (one row per patient and slice, units in column names),
-    ``errors.csv`` (inputs refused, with the reason), ``skipped.csv`` (files inside series
-    folders left out, with the reason), ``overlays/``, ``patients/<id>.html``, ``index.html`` and, with
-    ``options.reference_dir``, ``validation.csv`` and ``agreement.csv`` (Bland-Altman).
+    ``errors.csv`` (inputs refused, with the reason), ``skipped.csv`` (every file left out, with
+    the reason: in ``folder``, sub-folders without DICOM files, hidden, unreadable and non-image
+    files; inside series folders, localizers, dose reports, other series...), ``overlays/``,
+    ``patients/<id>.html``, ``index.html`` and, with ``options.reference_dir``, ``validation.csv``
+    and ``agreement.csv`` (Bland-Altman).
 
     Resumable: ``ledger.csv`` gets one row per input as it finishes (status, reason, seconds,
     model hash) and ``inputs/`` keeps its results; a rerun on the same folder and output takes
@@ -137,17 +165,22 @@ def measure_folder(folder: str | Path, model: str | Path | Predictor, out_dir: s
     """
     opt = options or MeasureOptions()
     out = Path(out_dir)
-    inputs = discover_inputs(folder)  # before any output folder exists: a missing input leaves none
+    inputs, left_out = discover(folder)  # before any output folder exists: a missing input leaves none
+    skipped = [{"source": str(folder), "file": name, "reason": why} for name, why in left_out]
     lock = lock_output(out)
     try:
-        return _measure_locked(inputs, model, out, opt)
+        return _measure_locked(inputs, model, out, opt, skipped)
     finally:
         lock.release()
 
 
-def _measure_locked(inputs: list, model: str | Path | Predictor, out: Path, opt: MeasureOptions) -> MeasureResult:
-    """:func:`measure_folder` with the output folder locked, on the inputs found."""
-    check_output(out, OUTPUT_FOLDERS + (("dicom",) if opt.dicom else ()))
+def _measure_locked(inputs: list, model: str | Path | Predictor, out: Path, opt: MeasureOptions,
+                    skipped: list[dict[str, str]] | None = None) -> MeasureResult:
+    """:func:`measure_folder` with the output folder locked, on the inputs found (``skipped``: what
+    was left out of the folder, for ``skipped.csv``)."""
+    folders = OUTPUT_FOLDERS + (("dicom",) if opt.dicom else ())
+    check_output(out, folders)
+    remove_leftovers(out, (*folders, "dicom"))  # of a batch killed mid-write (kill -9, power cut)
     predictor = model if isinstance(model, Predictor) else Predictor(model, opt.device, postprocess=opt.postprocess)
     ledger = Ledger(out, file_sha256(predictor.path))
     done = {} if opt.force else ledger.finished()
@@ -169,9 +202,9 @@ def _measure_locked(inputs: list, model: str | Path | Predictor, out: Path, opt:
     # an input goes to the ledger only once its overlays are written (they are written on a thread)
     waiting: deque[tuple[InputResult, int]] = deque()
 
-    def record_written() -> None:
+    def record_written(raise_errors: bool = True) -> None:
         """Record the finished inputs whose overlays are all written."""
-        written = measurer.overlays.written()
+        written = measurer.overlays.written(raise_errors)
         while waiting and waiting[0][1] <= written:
             record(waiting.popleft()[0])
 
@@ -192,10 +225,10 @@ def _measure_locked(inputs: list, model: str | Path | Predictor, out: Path, opt:
         except OutputError:
             if not stopped:
                 raise  # else the error that stopped the batch goes on
-        else:
-            record_written()  # also when the batch stopped: the inputs finished before are kept
+        finally:  # also when the batch stopped: the inputs finished, their files all written, are kept
+            record_written(raise_errors=False)
     ordered = [results[str(inp.image)] for inp in inputs if str(inp.image) in results]
-    res = write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images)
+    res = write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images, skipped)
     res.inputs_measured = sum(r.status == "measured" for r in ordered)
     res.inputs_not_measured = len(ordered) - res.inputs_measured
     return res

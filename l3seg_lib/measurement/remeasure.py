@@ -24,6 +24,8 @@ from l3seg_lib.imageio.ct import slice_as_volume
 from l3seg_lib.imageio.labels import read_mask_for, remap_labels
 from l3seg_lib.measurement.composition import assess, measure_slice
 from l3seg_lib.measurement.inputs import entry_for_source, read_entry
+from l3seg_lib.measurement.writers import write_csv
+from l3seg_lib.names import read_csv_values
 from l3seg_lib.reporting.html import write_remeasure_html
 from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS
 
@@ -73,7 +75,8 @@ def remeasure(out_dir: str | Path, masks_dir: str | Path | None = None,
     csv = out / "measurements.csv"
     if not csv.is_file():
         raise L3SegInputError(csv, "not found: remeasure needs the output folder of l3seg measure")
-    table = pd.read_csv(csv, dtype={"patient_id": str})
+    # the cells as measure meant them: '=HYPERLINK(...) (neutralised by csv_cell) is the ID =HYPERLINK(...)
+    table = read_csv_values(csv, dtype={"patient_id": str, "source": str, "slice_id": str})
     rows, audit = [], []
     for _, row in table.iterrows():
         new = row.to_dict()
@@ -116,7 +119,7 @@ def remeasure(out_dir: str | Path, masks_dir: str | Path | None = None,
     after = pd.DataFrame(rows)
     audit_df = pd.DataFrame(audit, columns=["patient_id", "slice_index", "file", "edited", "remeasured", "changes",
                                             "verdict_changed"])
-    after.to_csv(out / "remeasured.csv", index=False)
-    audit_df.to_csv(out / "audit.csv", index=False)
+    write_csv(after, out / "remeasured.csv")  # atomically, cells neutralised as in measurements.csv
+    write_csv(audit_df, out / "audit.csv")
     html = write_remeasure_html(out / "remeasure.html", table, after, audit_df, COMPARED, VERDICTS)
     return RemeasureResult(after, audit_df, html)

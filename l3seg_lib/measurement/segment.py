@@ -10,11 +10,12 @@ import pandas as pd
 from PIL import Image
 
 from l3seg_lib.metrics import areas_cm2
+from l3seg_lib.imageio.ct import DEFAULT_LIMITS, ReadLimits
 from l3seg_lib.imageio.nifti import write_nifti_labels
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, choose_slices
-from l3seg_lib.names import input_stem
+from l3seg_lib.names import atomic_path, csv_cell, input_stem
 from l3seg_lib.reporting.overlays import save_overlay_png
 from l3seg_lib.tissues import TISSUES
 
@@ -23,16 +24,22 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
                  slices: list[int] | None = None, vertebra_labels: str | Path | None = None,
                  vertebra_label: int = TOTALSEGMENTATOR_L3, margin: int = 0, device: str = "auto",
                  check_hu: bool = True, png_spacing: tuple[float, float] | None = None,
-                 png_window: tuple[float, float] | None = None, postprocess: bool = True) -> pd.DataFrame:
+                 png_window: tuple[float, float] | None = None, postprocess: bool = True,
+                 min_matrix: int = DEFAULT_LIMITS.min_matrix, min_fov_mm: float = DEFAULT_LIMITS.min_fov_mm
+                 ) -> pd.DataFrame:
     """Segment an input and write, under ``out_dir``: ``<name>_labels.nii.gz`` (the whole input
     grid, unsegmented slices 0), per slice ``<name>_s<index>_mask.png`` (values 0-3) and
-    ``..._overlay.png``, and ``areas.csv`` (one row per slice, areas in cm2, muscle mean HU)."""
+    ``..._overlay.png``, and ``areas.csv`` (one row per slice, areas in cm2, muscle mean HU).
+    An image below ``min_matrix`` pixels or ``min_fov_mm`` mm of field of view is refused
+    (:func:`~l3seg_lib.imageio.ct.check_plausible_image`) before the model runs. Each file is
+    written under a temporary name and renamed into place when complete."""
     input_path = Path(input_path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     predictor = model if isinstance(model, Predictor) else Predictor(model, device, postprocess=postprocess)
-    volume = read_image(input_path, check_hu=check_hu, spacing_mm=png_spacing, window_hu=png_window) \
-        if input_path.name.lower().endswith(".png") else read_image(input_path, check_hu=check_hu)
+    limits = ReadLimits(min_matrix=min_matrix, min_fov_mm=min_fov_mm)
+    png = {"spacing_mm": png_spacing, "window_hu": png_window} if input_path.name.lower().endswith(".png") else {}
+    volume = read_image(input_path, check_hu=check_hu, limits=limits, check_size=True, **png)
+    out.mkdir(parents=True, exist_ok=True)
     indices = choose_slices(volume, slices, vertebra_labels, vertebra_label, margin)
     spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
     preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
@@ -42,7 +49,8 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
     for i, pred in zip(indices, preds):
         full[i] = pred.labels
         base = out / f"{stem}_s{i:03d}"
-        Image.fromarray(pred.labels).save(f"{base}_mask.png")
+        with atomic_path(f"{base}_mask.png") as tmp:
+            Image.fromarray(pred.labels).save(tmp, format="PNG")
         save_overlay_png(f"{base}_overlay.png", volume.hu[i], pred.labels)
         area = areas_cm2(pred.labels, spacing)
         muscle = pred.labels == 1
@@ -56,5 +64,6 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
         })
     write_nifti_labels(full, volume.affine, out / f"{stem}_labels.nii.gz")
     df = pd.DataFrame(rows)
-    df.to_csv(out / "areas.csv", index=False)
+    with atomic_path(out / "areas.csv") as tmp:
+        df.map(csv_cell).to_csv(tmp, index=False)
     return df

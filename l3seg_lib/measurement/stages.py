@@ -30,7 +30,7 @@ from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.data.manifest import ManifestEntry
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.metrics import slice_metrics
-from l3seg_lib.imageio.ct import CTVolume
+from l3seg_lib.imageio.ct import CTVolume, check_plausible_image
 from l3seg_lib.imageio.dicom import read_dicom_files
 from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_mask_for, remap_labels
 from l3seg_lib.imageio.reader import read_image
@@ -89,10 +89,15 @@ class Choice:
 def read(inp: ManifestEntry, options: MeasureOptions) -> CTVolume:
     """Stage ``read``: the CT of one input, each file read once (PNG with the spacing and window it
     was listed with; HU checked unless ``options.check_hu`` is false); a series lying loose in the
-    measured folder from its files."""
+    measured folder from its files. An image smaller than a CT slice at L3 (``options.min_matrix``
+    pixels, ``options.min_fov_mm`` mm: :func:`~l3seg_lib.imageio.ct.check_plausible_image`) is
+    refused here, before anything is measured, also without the HU check."""
     if isinstance(inp, SeriesEntry):
-        return read_dicom_files(list(inp.files), inp.image, check_hu=options.check_hu)
-    return read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs())
+        volume = read_dicom_files(list(inp.files), inp.image, check_hu=options.check_hu)
+    else:
+        volume = read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs())
+    check_plausible_image(volume.source, volume.hu.shape[1:], volume.spacing_mm[1:], options.image_limits)
+    return volume
 
 
 def choose_slices(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions, out: Path) -> Choice:

@@ -7,7 +7,6 @@ source header read with the image); per batch ``measurements.csv`` (from the
 from __future__ import annotations
 
 import io
-import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ from l3seg_lib.metrics import TISSUES, bland_altman
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.measurement.result import InputResult, MeasureResult, SliceResult, results_table
-from l3seg_lib.names import clean_text, csv_cell, safe_name
+from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import overlay_rgb
 
@@ -55,20 +54,16 @@ def output_error(path: str | Path, exc: OSError) -> OutputError:
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` under a temporary name, renamed into place when complete
-    (an interrupted write never leaves a torn file); an OSError becomes :class:`OutputError`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    (:func:`~l3seg_lib.names.atomic_path`: an interrupted write never leaves a torn file); an
+    OSError becomes :class:`OutputError`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if isinstance(data, str):
+                tmp.write_text(data)
+            else:
+                tmp.write_bytes(data)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise output_error(path, exc) from exc
     return path
 
@@ -109,6 +104,9 @@ class OverlayWriter:
         self.images: dict[str, bytes] = {}
         self.kept = 0
         self.submitted = 0
+        self.ok = 0
+        """Overlays written, in order, before the first that failed (the inputs the ledger may list)."""
+        self.failed: BaseException | None = None
 
     def _write(self, rel: str, hu: np.ndarray, labels: np.ndarray) -> None:
         """Render and write one overlay PNG (on the write thread), keeping its bytes while within the budget."""
@@ -124,23 +122,38 @@ class OverlayWriter:
         self.pending.append(self.pool.submit(self._write, rel, hu, labels))
         self.submitted += 1
         while len(self.pending) > WRITE_QUEUE and self.pending[0].done():
-            self.pending.popleft().result()
+            self._settle(self.pending.popleft())
         if len(self.pending) > WRITE_QUEUE:  # bounded: never hold a long backlog of slices in memory
-            self.pending.popleft().result()
+            self._settle(self.pending.popleft())
         return rel
 
-    def written(self) -> int:
-        """How many of the overlays submitted so far are written (they are written in order);
-        raises the error of a failed write."""
+    def _settle(self, future: Future, raise_errors: bool = True) -> None:
+        """Account for one finished write (waiting for it): counted in :attr:`ok` while no write
+        before it failed; a failed write's error is raised (unless ``raise_errors`` is false)."""
+        exc = future.exception()
+        if exc is None:
+            if self.failed is None:
+                self.ok += 1
+            return
+        if self.failed is None:
+            self.failed = exc
+        if raise_errors:
+            raise exc
+
+    def written(self, raise_errors: bool = True) -> int:
+        """How many of the overlays submitted so far are written (they are written in order; none
+        after one that failed counts, so an input whose overlay is missing is never taken for
+        finished); raises the error of a failed write unless ``raise_errors`` is false."""
         while self.pending and self.pending[0].done():
-            self.pending.popleft().result()
-        return self.submitted - len(self.pending)
+            self._settle(self.pending.popleft(), raise_errors)
+        return self.ok
 
     def close(self) -> None:
-        """Wait for all queued overlays to be written, then stop the write thread."""
+        """Wait for all queued overlays to be written, then stop the write thread; raises the error
+        of a failed write."""
         try:
             while self.pending:
-                self.pending.popleft().result()
+                self._settle(self.pending.popleft())
         finally:
             self.pool.shutdown()
 
@@ -173,9 +186,12 @@ def write_dicom_pair(out: Path, stem: str, image: CTImage, labels: np.ndarray, i
 
 
 def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
-                  images: dict[str, bytes] | None = None) -> MeasureResult:
+                  images: dict[str, bytes] | None = None, left_out: list[dict[str, str]] | None = None
+                  ) -> MeasureResult:
     """The batch's tables and pages from the results of its inputs (``meta``: model, cut-off set
-    and HU ranges for the pages; ``images``: overlay PNG bytes in memory by relative path)."""
+    and HU ranges for the pages; ``images``: overlay PNG bytes in memory by relative path;
+    ``left_out``: the files of the measured folder that are no input, rows of ``skipped.csv``
+    before the files left out inside each input)."""
     slices: list[SliceResult] = [r for res in results for r in res.rows]
     table = results_table(slices)
     errors = [e for res in results for e in res.errors]
@@ -194,7 +210,8 @@ def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
         write_csv(agreement, out / "agreement.csv")
     write_csv(table, out / "measurements.csv")
     write_csv(err, out / "errors.csv")
-    skipped_df = pd.DataFrame([k for res in results for k in res.skipped], columns=["source", "file", "reason"])
+    skipped_df = pd.DataFrame([*(left_out or []), *(k for res in results for k in res.skipped)],
+                              columns=["source", "file", "reason"])
     write_csv(skipped_df, out / "skipped.csv")
     # the pages get the cells without control characters (they escape HTML themselves)
     page_table, page_err, page_val, page_skipped = (clean_frame(d) for d in (table, err, val, skipped_df))

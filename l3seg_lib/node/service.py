@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 from l3seg_lib.errors import L3SegError
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.ledger import LEDGER
+from l3seg_lib.names import csv_value
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.node.events import log_event
@@ -183,7 +184,7 @@ class Node:
             return set()
         try:
             with open(path, newline="", encoding="utf-8") as f:
-                return {r["source"] for r in csv.DictReader(f)}
+                return {csv_value(r["source"]) for r in csv.DictReader(f)}
         except (OSError, KeyError, csv.Error):
             return set()
 

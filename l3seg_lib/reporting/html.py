@@ -16,12 +16,20 @@ from markupsafe import escape
 from PIL import Image
 
 from l3seg_lib import __version__
-from l3seg_lib.names import safe_name
+from l3seg_lib.names import atomic_path, safe_name
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("l3seg_lib.reporting", "templates"),
     autoescape=jinja2.select_autoescape(["html"]),
 )
+
+
+def _write_page(path: Path, html: str) -> None:
+    """Write a page under a temporary name, renamed into place when complete (never a torn page)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
 
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
@@ -140,7 +148,7 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
         title=f"L3 body composition - {patient_id}", patient_id=patient_id, clinical=clinical, slices=slices,
         version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    _write_page(path, html)
     return path
 
 
@@ -185,7 +193,7 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
         errors=errors.astype(object).where(errors.notna(), None).to_dict("records"), validation=val_rows,
         skipped=[] if skipped is None else skipped.to_dict("records"), version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    _write_page(path, html)
     return path
 
 
@@ -197,7 +205,7 @@ def write_run_index_html(path: Path, run_id: str, params_path: Path, notebooks_d
         title=f"l3seg run {run_id}", run_id=run_id, params_path=str(params_path), notebooks_dir=str(notebooks_dir),
         data_source=data_source, seed=seed, links=links, version=__version__, generated=_now(), smoke_test=smoke_test)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    _write_page(path, html)
     return path
 
 
@@ -215,7 +223,7 @@ def write_finetune_html(path: Path, before: pd.DataFrame, after: pd.DataFrame, m
         epochs=epochs, n_test=before["patient_id"].nunique(), n_test_slices=len(before), version=__version__,
         generated=_now())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    _write_page(path, html)
     return path
 
 
@@ -239,5 +247,5 @@ def write_remeasure_html(path: Path, before: pd.DataFrame, after: pd.DataFrame, 
         title="L3 body composition - remeasured", headers=headers, rows=rows, audit=audit.to_dict("records"),
         n_edited=len(edited), n_changed=len(audit), version=__version__, generated=_now())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    _write_page(path, html)
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from l3seg_lib.names import atomic_path
 from l3seg_lib.preprocessing.geometry import body_box, window
 from l3seg_lib.tissues import CLASSES
 
@@ -38,7 +39,8 @@ def save_overlay_png(path: str | Path, hu: np.ndarray, labels: np.ndarray) -> Pa
     """Save the tissue overlay of ``labels`` on ``hu`` as PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay_rgb(hu, labels)).save(path)
+    with atomic_path(path) as tmp:  # never a torn file under the final name
+        Image.fromarray(overlay_rgb(hu, labels)).save(tmp, format="PNG")
     return path
 
 

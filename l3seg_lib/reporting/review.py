@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.localize.l3 import L3Location
+from l3seg_lib.names import atomic_path
 from l3seg_lib.preprocessing.geometry import window
 
 BONE_WINDOW_HU = (-250.0, 1000.0)
@@ -103,5 +104,6 @@ def save_localizer_png(path: str | Path, volume: CTVolume, loc: L3Location) -> P
     the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    localizer_picture(volume, loc).save(path)
+    with atomic_path(path) as tmp:  # never a torn file under the final name
+        localizer_picture(volume, loc).save(tmp, format="PNG")
     return path

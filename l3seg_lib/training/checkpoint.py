@@ -49,9 +49,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise L3SegInputError(path, "model file not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise L3SegInputError(path, "not a safe l3seg model file: it holds objects other than weights and plain "
-                                    f"settings, which are not loaded because they could run code ({exc})") from None
+                                    "settings, which are not loaded because they could run code") from None
     except Exception as exc:
         raise L3SegInputError(path, f"not a readable model file ({type(exc).__name__}: {exc})") from None
     spec = ModelSpec.from_metadata(ckpt, path, CHECKPOINT_FORMAT, remedy="retrain or convert the model")
