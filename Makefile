@@ -5,6 +5,11 @@
 # Other targets: make setup, make run PARAMS=params/quick.yaml, make bench, make lab, make clean
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Which torch build `make setup` installs is pip's choice: where pip is configured with local CPU
+# wheels (as on the development machine) it takes those; elsewhere `pip install torch==2.13.0`
+# from PyPI gives the CUDA build on Linux x86_64 (several GB of CUDA libraries). For the CPU
+# build from PyTorch's own index: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 PARAMS ?= params/default.yaml
@@ -30,8 +35,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# CPU build of torch from the local wheel; never a CUDA build from the index
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# torch first: the build pip's configuration gives (see TORCH_INDEX above)
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev]"
 	touch $(STAMP)
 

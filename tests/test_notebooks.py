@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 
@@ -64,6 +65,9 @@ def test_runner_writes_run_folder_and_report(tmp_path):
         assert (d / f).is_file(), f
     summary = json.loads((d / "evaluate" / "summary.json").read_text())
     assert 0.0 <= summary["mean_fg_dice"] <= 1.0
+    # the comparison reuses the cross-validation's baseline (its first seed) instead of training it again
+    assert not (d / "optimize" / "seed42" / "baseline").exists() and (d / "optimize" / "seed43" / "baseline").is_dir()
+    assert len(pd.read_csv(d / "optimize" / "test_baseline.csv")["seed"].unique()) == 2
     report = tmp_path / "reports" / d.name
     index = (report / "index.html").read_text()
     assert all(f"{n}.html" in index for n in NOTEBOOKS)
