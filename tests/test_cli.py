@@ -51,3 +51,6 @@ def test_measure_and_predict_without_model_use_the_shipped_default(tmp_path, cap
     assert "trained on l3seg synthetic L3 phantom" in index and "zero-shot on real CT" in index
     assert "Research use only" in index
     assert main(["predict", str(tmp_path / "in" / "a.dcm"), "--out", str(tmp_path / "p"), *small]) == 0
+    # the fast shipped model by name
+    assert main(["measure", str(tmp_path / "in"), "--out", str(tmp_path / "f"), "--model", "fast", *small]) == 0
+    assert pd.read_csv(tmp_path / "f" / "measurements.csv")["model"].tolist() == ["l3seg fast model"]

@@ -3,6 +3,8 @@ in float16, and the CUDA-safe training loop's CPU result."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -102,3 +104,23 @@ def test_train_default_model_joins_every_seed(tmp_path):
     assert not torch.equal(w[0], w[2])
     with pytest.raises(ValueError, match="at least one seed"):
         train_default_model(tmp_path / "e", p, progress=False, seeds=())
+
+
+def test_shipped_models_by_name(tmp_path, monkeypatch):
+    from l3seg_lib.errors import L3SegInputError
+    from l3seg_lib.inference.model_file import OnnxModel
+    from l3seg_lib.models import default_model_path, resolve_model, shipped_model_path
+
+    assert resolve_model(None) == default_model_path() == resolve_model("default")
+    fast = resolve_model("fast")
+    assert fast == shipped_model_path("fast") and fast.is_file()
+    info_default, info_fast = OnnxModel(default_model_path(), "cpu").info, OnnxModel(fast, "cpu").info
+    assert (info_default.members, info_fast.members) == (8, 2)
+    assert info_fast.label == "l3seg fast model" and info_fast.extra["weights_dtype"] == "float16"
+    assert fast.stat().st_size < 3e6
+    with pytest.raises(L3SegInputError, match="shipped: default, fast"):
+        shipped_model_path("huge")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").write_bytes(b"x")  # a file of that name in the working folder wins
+    assert resolve_model("fast") == Path("fast")
+    assert resolve_model("mine.onnx") == Path("mine.onnx")

