@@ -361,7 +361,8 @@ def test_csv_value_undoes_csv_cell():
 # ------------------------------------------------------------------ a PyTorch file given as the model
 
 
-def test_an_unsafe_pytorch_file_as_model_is_refused_without_running_it_or_quoting_pytorch(tmp_path, capsys):
+def _unsafe_pt(tmp_path):
+    """A PyTorch file whose unpickling would run a command (touch ``flag``): (file, flag)."""
     torch = pytest.importorskip("torch")
     flag = tmp_path / "ran"
 
@@ -371,6 +372,11 @@ def test_an_unsafe_pytorch_file_as_model_is_refused_without_running_it_or_quotin
 
     model = tmp_path / "model.pt"
     torch.save({"state_dicts": [Payload()]}, model)
+    return model, flag
+
+
+def test_an_unsafe_pytorch_file_as_model_is_refused_without_running_it_or_quoting_pytorch(tmp_path, capsys):
+    model, flag = _unsafe_pt(tmp_path)
     folder = _inputs(tmp_path / "in", "A")
     for command in (["measure", str(folder), "--out", str(tmp_path / "m")],
                     ["predict", str(folder / "IM0000.dcm"), "--out", str(tmp_path / "p")]):
@@ -382,18 +388,10 @@ def test_an_unsafe_pytorch_file_as_model_is_refused_without_running_it_or_quotin
 
 
 def test_an_unsafe_pytorch_file_for_finetune_is_refused_without_quoting_pytorch(tmp_path):
-    torch = pytest.importorskip("torch")
+    model, flag = _unsafe_pt(tmp_path)
     from l3seg_lib.errors import L3SegInputError
     from l3seg_lib.training.checkpoint import load_checkpoint
 
-    flag = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {flag}",))
-
-    model = tmp_path / "model.pt"
-    torch.save({"state_dicts": [Payload()]}, model)
     with pytest.raises(L3SegInputError, match="not a safe l3seg model file") as info:
         load_checkpoint(model)
     assert not flag.exists()
