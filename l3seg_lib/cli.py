@@ -152,7 +152,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
     from l3seg_lib.measurement.options import MeasureOptions
     from l3seg_lib.node.events import close_logging, setup_logging
-    from l3seg_lib.node.scp import server_ssl_context
+    from l3seg_lib.node.scp import client_ssl_context, server_ssl_context
     from l3seg_lib.node.sender import parse_destination
     from l3seg_lib.node.service import Node, NodeConfig
 
@@ -161,10 +161,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} {title!r}: an AE title is 1-16 printable characters")
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_ca and not args.tls_cert):
         raise ValueError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
+    if bool(args.send_tls_cert) != bool(args.send_tls_key):
+        raise ValueError("--send-tls-cert and --send-tls-key go together")
+    if (args.send_tls_ca or args.send_tls_cert) and not args.send_to:
+        raise ValueError("--send-tls-ca/--send-tls-cert need --send-to")
     if args.series_timeout <= 0:
         raise ValueError("--series-timeout must be positive")
     send_to = parse_destination(args.send_to) if args.send_to else None
     tls = server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    send_tls = (client_ssl_context(args.send_tls_ca, args.send_tls_cert, args.send_tls_key)
+                if args.send_tls_ca or args.send_tls_cert else None)
     params = load_params(args.params) if args.params else None
     comp = params.composition if params else CompositionConfig()
     if args.cutoffs:
@@ -180,7 +186,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         node = Node(NodeConfig(out, _model(args.model), options, ae_title=args.ae_title, host=args.host,
                                port=args.port, send_to=send_to, allow=args.allow, series_timeout=args.series_timeout,
-                               tls=tls, max_series_mb=args.max_series_mb))
+                               tls=tls, send_tls=send_tls, max_series_mb=args.max_series_mb))
         node.run(stop)
     finally:
         for sig, old in previous.items():
@@ -380,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="TLS: this node's certificate (PEM)")
     p.add_argument("--tls-key", help="TLS: this node's private key (PEM)")
     p.add_argument("--tls-ca", help="TLS: accept only peers with a certificate signed by this CA (PEM)")
+    p.add_argument("--send-tls-ca", help="send SEG/SR over TLS, verifying the PACS's certificate against this CA (PEM)")
+    p.add_argument("--send-tls-cert", help="send over TLS presenting this certificate (PEM; with --send-tls-key)")
+    p.add_argument("--send-tls-key", help="the private key of --send-tls-cert (PEM)")
     p.add_argument("--max-series-mb", type=float, help="refuse instances of a series past this size (MB)")
     p.add_argument("--verbose", action="store_true", help="log every instance stored and pynetdicom's messages")
     # measure options (as for l3seg measure; every series is measured with --dicom)

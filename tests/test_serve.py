@@ -59,7 +59,7 @@ def ct_series(tmp_path_factory) -> list[Path]:
 class Pacs:
     """A pynetdicom Storage SCP standing in for the PACS: keeps every dataset it is sent."""
 
-    def __init__(self, ae_title: str = "PACS"):
+    def __init__(self, ae_title: str = "PACS", ssl_context=None):
         from pynetdicom import AE, evt
 
         self.received: list[pydicom.Dataset] = []
@@ -77,7 +77,8 @@ class Pacs:
                 self.times.append(time.perf_counter())
             return 0x0000
 
-        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+                                      ssl_context=ssl_context)
         self.port = self.server.server_address[1]
         self.destination = Destination(ae_title, "127.0.0.1", self.port)
 
@@ -337,6 +338,42 @@ def test_tls_and_mutual_tls(ct_series, tmp_path):
         finally:
             running.close()
         assert len(list((tmp_path / f"node{ca is not None}" / "incoming").glob("*/*.dcm"))) == 1
+
+
+def test_seg_and_sr_are_sent_over_tls_to_a_tls_pacs(ct_series, tmp_path):
+    """--send-tls-ca (and --send-tls-cert/--send-tls-key for mutual TLS): SEG and SR reach a PACS
+    that accepts TLS only and requires the node's certificate; the numbers are those of the CSV."""
+    from l3seg_lib.node.scp import client_ssl_context, server_ssl_context
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    pacs = Pacs(ssl_context=server_ssl_context(cert, key, ca=cert))
+    try:
+        running = Running(make_node(tmp_path / "node", pacs, send_tls=client_ssl_context(cert, cert, key)))
+        try:
+            assert all(s == 0 for s in send(running.port, ct_series))
+            objects = pacs.wait_for(2)
+        finally:
+            running.close()
+        row = pd.read_csv(tmp_path / "node" / "measurements.csv").iloc[0]
+        check_seg_sr(objects, ct_series, row)
+        sent = pd.read_csv(tmp_path / "node" / "sent.csv")
+        assert sorted(sent["kind"]) == ["seg", "sr"]
+    finally:
+        pacs.close()
+
+
+def test_send_tls_options_are_checked(tmp_path, capsys):
+    from l3seg_lib.cli import main
+
+    assert main(["serve", "--out", str(tmp_path), "--send-tls-cert", "c.pem"]) == 2
+    assert "--send-tls-key" in capsys.readouterr().err
+    assert main(["serve", "--out", str(tmp_path), "--send-tls-ca", "ca.pem"]) == 2
+    assert "need --send-to" in capsys.readouterr().err
 
 
 def test_enhanced_ct_is_received_and_measured(tmp_path, caplog):

@@ -204,3 +204,16 @@ def server_ssl_context(cert: str | Path, key: str | Path, ca: str | Path | None 
         ctx.load_verify_locations(str(ca))
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def client_ssl_context(ca: str | Path | None = None, cert: str | Path | None = None,
+                       key: str | Path | None = None) -> ssl.SSLContext:
+    """TLS for sending to the PACS: the PACS's certificate is verified against ``ca`` (else the
+    system's CAs) and its host name or IP address; ``cert`` and ``key`` present the node's own
+    certificate (for a PACS that requires mutual TLS)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
