@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a DICOM file or series folder, NIfTI or PNG")
     p.add_argument("input", help="DICOM file, DICOM series folder, NIfTI or PNG")
-    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about 3x the throughput, lower real-CT muscle accuracy); default: %(default)s")
+    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")
     p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slices", type=int, nargs="+", help="slice indices of a volume (inferior to superior)")
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("measure", help="batch body composition over a folder -> CSV + HTML")
     p.add_argument("folder")
-    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about 3x the throughput, lower real-CT muscle accuracy); default: %(default)s")
+    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")
     p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
     p.add_argument("--out", required=True)
     p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-series-mb", type=float, help="refuse instances of a series past this size (MB)")
     p.add_argument("--verbose", action="store_true", help="log every instance stored and pynetdicom's messages")
     # measure options (as for l3seg measure; every series is measured with --dicom)
-    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about 3x the throughput, lower real-CT muscle accuracy); default: %(default)s")
+    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")
     p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
     p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
     p.add_argument("--params", help="params file whose composition (HU ranges, cut-offs) and localize sections are used")
