@@ -186,7 +186,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         node = Node(NodeConfig(out, _model(args.model), options, ae_title=args.ae_title, host=args.host,
                                port=args.port, send_to=send_to, allow=args.allow, series_timeout=args.series_timeout,
-                               tls=tls, send_tls=send_tls, max_series_mb=args.max_series_mb))
+                               tls=tls, send_tls=send_tls, max_series_mb=args.max_series_mb,
+                               refusal_sr=args.refusal_sr))
         node.run(stop)
     finally:
         for sig, old in previous.items():
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--send-tls-cert", help="send over TLS presenting this certificate (PEM; with --send-tls-key)")
     p.add_argument("--send-tls-key", help="the private key of --send-tls-cert (PEM)")
     p.add_argument("--max-series-mb", type=float, help="refuse instances of a series past this size (MB)")
+    p.add_argument("--refusal-sr", action="store_true",
+                   help="for a series that cannot be measured, send the PACS an SR saying why (default: send nothing)")
     p.add_argument("--verbose", action="store_true", help="log every instance stored and pynetdicom's messages")
     # measure options (as for l3seg measure; every series is measured with --dicom)
     p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")

@@ -367,6 +367,44 @@ def test_seg_and_sr_are_sent_over_tls_to_a_tls_pacs(ct_series, tmp_path):
         pacs.close()
 
 
+def test_a_series_that_cannot_be_measured_gets_an_sr_saying_why_once(tmp_path):
+    """--refusal-sr: a series without L3 in view is not measured; the PACS gets one SR saying why
+    (same study, the series as evidence), and a restarted node sends nothing again."""
+    from l3seg_lib.phantom.torso import TorsoSpec, make_torso
+
+    torso = make_torso(TorsoSpec(matrix=160, pixel_mm=2.5, z_from=130.0, z_to=200.0, slice_mm=3.0))
+    series_uid, study_uid = generate_uid(), generate_uid()
+    files = [write_dicom(tmp_path / "ct" / f"IM{k:04d}.dcm", torso.hu[k], spacing=(2.5, 2.5),
+                         position=(-200.0, -200.0, 3.0 * k), series_uid=series_uid, patient_id="SRV2",
+                         InstanceNumber=k + 1, SliceThickness="3", StudyInstanceUID=study_uid)
+             for k in range(torso.hu.shape[0])]
+    pacs = Pacs()
+    try:
+        running = Running(make_node(tmp_path / "node", pacs, refusal_sr=True))
+        try:
+            assert all(s == 0 for s in send(running.port, files))
+            (sr,) = pacs.wait_for(1)
+        finally:
+            running.close()
+        errors = pd.read_csv(tmp_path / "node" / "errors.csv")
+        table = tmp_path / "node" / "measurements.csv"
+        assert len(errors) == 1 and (not table.is_file() or not table.read_text().strip() or len(pd.read_csv(table)) == 0)
+        assert sr.Modality == "SR" and sr.StudyInstanceUID == study_uid and sr.PatientID == "SRV2"
+        assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+        text = sr.ContentSequence[0].TextValue
+        assert text.startswith("L3 body composition not measured by l3seg: ")
+        assert " ".join(str(errors["error"][0]).split())[:60] in text
+        running = Running(make_node(tmp_path / "node", pacs, refusal_sr=True))  # a restart sends nothing again
+        try:
+            running.node.drain(timeout=5)
+        finally:
+            running.close()
+        assert len(pacs.received) == 1
+        assert pd.read_csv(tmp_path / "node" / "sent.csv")["kind"].tolist() == ["refusal-sr"]
+    finally:
+        pacs.close()
+
+
 def test_send_tls_options_are_checked(tmp_path, capsys):
     from l3seg_lib.cli import main
 

@@ -166,3 +166,23 @@ def write_dicom_outputs(out: Path, stem: str, source: pydicom.Dataset | str | Pa
     save_dataset(seg, seg_path)
     sr_path = write_sr(out / "dicom" / f"{stem}_sr.dcm", source, seg, row, model_label)
     return {"dicom_seg": str(seg_path.relative_to(out)), "dicom_sr": str(sr_path.relative_to(out))}
+
+
+def write_refusal_sr(path: Path, source: pydicom.Dataset | str | Path, reason: str) -> Path:
+    """A Comprehensive 3D SR (as the measurement SR) saying that L3 body composition was not measured in ``source``'s series
+    and why (``reason``, as in ``errors.csv``): same patient and study, series 903, the series in
+    its evidence, the reason as a Comment (DCM 121106) under an Imaging Measurement Report
+    container. What ``l3seg serve --refusal-sr`` sends back to the PACS."""
+    import highdicom as hd
+
+    source = _with_type2_attributes(copy.deepcopy(source) if isinstance(source, pydicom.Dataset)
+                                    else pydicom.dcmread(source, stop_before_pixels=True))
+    root = hd.sr.ContainerContentItem(name=codes.DCM.ImagingMeasurementReport)
+    text = "L3 body composition not measured by l3seg: " + " ".join(str(reason).split())
+    root.ContentSequence = hd.sr.ContentSequence([
+        hd.sr.TextContentItem(name=codes.DCM.Comment, value=text[:1024], relationship_type="CONTAINS")])
+    sr = hd.sr.Comprehensive3DSR(evidence=[source], content=root, series_instance_uid=hd.UID(), series_number=903,
+                               sop_instance_uid=hd.UID(), instance_number=1, manufacturer="l3seg",
+                               series_description="L3SEG not measured")
+    save_dataset(sr, path)
+    return path

@@ -25,13 +25,14 @@ from filelock import FileLock, Timeout
 
 from l3seg_lib.errors import L3SegError
 from l3seg_lib.inference.predictor import Predictor
+from l3seg_lib.measurement.dicom_out import write_refusal_sr
 from l3seg_lib.measurement.ledger import LEDGER
-from l3seg_lib.names import csv_value
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.node.events import log_event
 from l3seg_lib.node.intake import SERIES, Completed, Intake
 from l3seg_lib.node.scp import Listening, StorageSCP
+from l3seg_lib.names import csv_value
 from l3seg_lib.node.sender import Destination, Item, Job, Sender
 
 NODE_LOCK = ".l3seg-serve.lock"
@@ -65,6 +66,8 @@ class NodeConfig:
     send_tls: ssl.SSLContext | None = None
     """TLS of the sending association (None: plain)."""
     max_series_mb: float | None = None
+    refusal_sr: bool = False
+    """Send an SR saying why for each series that could not be measured (``--refusal-sr``)."""
     poll_s: float = 0.2
     fsync: bool = True
     send_backoff: tuple[float, float] = (2.0, 300.0)
@@ -209,13 +212,38 @@ class Node:
                           slice=r.get("slice_index"), sma_cm2=_num(r.get("sma_refined_cm2")),
                           smi_cm2_m2=_num(r.get("smi_cm2_m2")), muscle_hu=_num(r.get("muscle_refined_hu_mean")),
                           review=_review(r), seconds=round(seconds, 2))
-        if len(res.errors):
-            for r in res.errors.to_dict("records"):
-                if r["source"] not in before:
-                    log_event("not-measured", logging.WARNING, series=Path(str(r["source"])).name,
-                              review="yes" if r.get("review") is True else "no", reason=r.get("error"),
-                              note="nothing sent")
+        errors = res.errors.to_dict("records") if len(res.errors) else []
+        for r in errors:
+            if r["source"] not in before:
+                log_event("not-measured", logging.WARNING, series=Path(str(r["source"])).name,
+                          review="yes" if r.get("review") is True else "no", reason=r.get("error"),
+                          note="an SR saying why is sent" if self.cfg.refusal_sr and self.sender else "nothing sent")
         self._queue(rows)
+        if self.cfg.refusal_sr:
+            self._queue_refusals(errors)
+
+    def _queue_refusals(self, errors: list[dict]) -> None:
+        """An SR saying why for each series not measured (written once under ``dicom/``, sent once)."""
+        if self.sender is None:
+            return
+        for r in errors:
+            folder = Path(str(r["source"]))
+            series = folder.name
+            rel = Path("dicom") / f"{series}_not_measured_sr.dcm"
+            if self.sender.was_sent(str(rel)):
+                continue
+            if not (self.out / rel).is_file():
+                instances = sorted(folder.glob("*.dcm")) if folder.is_dir() else [folder]
+                if not instances:
+                    continue
+                try:
+                    write_refusal_sr(self.out / rel, instances[0], str(r.get("error") or "not measured"))
+                except Exception as exc:  # an instance that cannot be read: nothing to refer to
+                    log_event("not-sent", logging.WARNING, series=series, reason=f"refusal SR: {type(exc).__name__}: {exc}")
+                    continue
+            job = self.jobs.setdefault(series, Job(series, []))
+            if all(str(rel) != j.file for j in job.items):
+                job.items.append(Item(series, "refusal-sr", str(rel)))
 
     def _queue(self, rows: list[dict]) -> None:
         """A send job per series for the SEG and SR of its measured slices not sent yet."""
