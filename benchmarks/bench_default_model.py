@@ -14,23 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from bench_inference import median_time  # benchmarks/, beside this file
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def median_s(fn, repeats: int) -> float:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def main() -> None:
@@ -57,8 +47,8 @@ def main() -> None:
     rows = []
     for name, path in (("shipped default", default_model_path()), ("other", Path(other))):
         pred = Predictor(path, device="cpu")
-        one = median_s(lambda: pred.predict_hu(hu, spacing), a.repeats)
-        batch = median_s(lambda: pred.predict_many([hu] * 8, [spacing] * 8), max(3, a.repeats // 3)) / 8
+        one = median_time(lambda: pred.predict_hu(hu, spacing), a.repeats)
+        batch = median_time(lambda: pred.predict_many([hu] * 8, [spacing] * 8), max(3, a.repeats // 3)) / 8
         rows.append((name, path, pred.info.members if hasattr(pred.info, "members") else "?", one, batch))
         print(f"{name:>16}: {one:.3f} s per slice alone, {batch:.3f} s per slice in batches of 8 "
               f"({Path(path).stat().st_size / 1e6:.1f} MB, {path})")

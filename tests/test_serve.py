@@ -296,6 +296,18 @@ def test_malformed_instance_and_dropped_association_leave_the_node_up(ct_series,
     check_seg_sr(objects, ct_series, row)
 
 
+def tls_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files in ``folder``); skips the
+    test where openssl is missing."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
 def test_tls_and_mutual_tls(ct_series, tmp_path):
     """--tls-cert/--tls-key: only TLS associations; with --tls-ca, only peers with a certificate it signed."""
     import ssl
@@ -304,12 +316,7 @@ def test_tls_and_mutual_tls(ct_series, tmp_path):
 
     from l3seg_lib.node.scp import server_ssl_context
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed: cannot make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, key = tls_certificate(tmp_path)
 
     def tls_associate(port, with_cert: bool, tls: bool = True):
         ae = AE(ae_title="SCANNER")
@@ -345,12 +352,7 @@ def test_seg_and_sr_are_sent_over_tls_to_a_tls_pacs(ct_series, tmp_path):
     that accepts TLS only and requires the node's certificate; the numbers are those of the CSV."""
     from l3seg_lib.node.scp import client_ssl_context, server_ssl_context
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed: cannot make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, key = tls_certificate(tmp_path)
     pacs = Pacs(ssl_context=server_ssl_context(cert, key, ca=cert))
     try:
         running = Running(make_node(tmp_path / "node", pacs, send_tls=client_ssl_context(cert, cert, key)))

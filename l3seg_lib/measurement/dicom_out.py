@@ -153,14 +153,21 @@ def _with_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:
     return ds
 
 
+def _source_dataset(source: pydicom.Dataset | str | Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """The source header for a derived object: a copy of a dataset in memory (never changed in
+    place) or the file read, with the type 2 patient and study attributes present."""
+    ds = copy.deepcopy(source) if isinstance(source, pydicom.Dataset) else \
+        pydicom.dcmread(source, stop_before_pixels=stop_before_pixels)
+    return _with_type2_attributes(ds)
+
+
 def write_dicom_outputs(out: Path, stem: str, source: pydicom.Dataset | str | Path, image: CTImage,
                         labels: np.ndarray, imat_hu: tuple[float, float] | None, row: dict[str, Any],
                         model_label: str) -> dict[str, str]:
     """SEG and SR of one measured slice under ``out/dicom/``; paths relative to ``out``. ``source``
     is the slice's DICOM header as read with the image (in memory; not changed here), or its file;
     the SR references the SEG built in memory (not read back)."""
-    source = _with_type2_attributes(copy.deepcopy(source) if isinstance(source, pydicom.Dataset)
-                                    else pydicom.dcmread(source))
+    source = _source_dataset(source)
     seg = build_seg(source, image, labels, imat_hu, model_label)
     seg_path = out / "dicom" / f"{stem}_seg.dcm"
     save_dataset(seg, seg_path)
@@ -175,8 +182,7 @@ def write_refusal_sr(path: Path, source: pydicom.Dataset | str | Path, reason: s
     container. What ``l3seg serve --refusal-sr`` sends back to the PACS."""
     import highdicom as hd
 
-    source = _with_type2_attributes(copy.deepcopy(source) if isinstance(source, pydicom.Dataset)
-                                    else pydicom.dcmread(source, stop_before_pixels=True))
+    source = _source_dataset(source, stop_before_pixels=True)
     root = hd.sr.ContainerContentItem(name=codes.DCM.ImagingMeasurementReport)
     text = "L3 body composition not measured by l3seg: " + " ".join(str(reason).split())
     root.ContentSequence = hd.sr.ContentSequence([

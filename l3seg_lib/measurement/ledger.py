@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from l3seg_lib.measurement.result import InputResult
-from l3seg_lib.names import csv_cell, csv_value, safe_name
+from l3seg_lib.names import atomic_path, csv_cell, csv_value, safe_name
 
 LEDGER = "ledger.csv"
 COLUMNS = ["source", "status", "reason", "seconds", "model_sha256", "finished"]
@@ -63,9 +63,8 @@ class Ledger:
     def record(self, result: InputResult) -> None:
         """Write one finished input: its results, then its ledger row."""
         key = self._key(result.source)
-        tmp = key.with_name(f".{key.name}.tmp")
-        tmp.write_text(json.dumps(result.to_dict(), default=_plain))
-        os.replace(tmp, key)
+        with atomic_path(key) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), default=_plain))
         new = not self.path.is_file()
         row = pd.DataFrame([{"source": csv_cell(result.source), "status": result.status, "reason": csv_cell(result.reason),
                              "seconds": round(result.seconds, 3), "model_sha256": self.model_sha256,
