@@ -80,22 +80,21 @@ def train_default_model(out_dir: str | Path, params: Params | None = None, progr
     proc = out / "processed"
     manifest = prepare_builtin(out / "raw", proc, base, progress)
     runs: dict[int, CVResult] = {}
-    first_split = None
+    splits = {}
     for s in seeds:
         p = copy.deepcopy(base)
         p.seed = int(s)
-        split = make_splits(manifest, p.split, p.seed)
+        split = splits[int(s)] = make_splits(manifest, p.split, p.seed)
         split.to_csv(proc / f"split_seed_{s}.csv", index=False)
-        first_split = split if first_split is None else first_split
         runs[int(s)] = cross_validate(proc, manifest, split, p, out_dir=out / "train" / f"seed_{s}",
                                       label=f"l3seg default model seed {s}", progress=progress)
     states = [st for r in runs.values() for st in r.states]
     size = base.preprocess.image_size
     label = "l3seg default model"
-    info = {"seeds": [int(s) for s in seeds], "folds_per_seed": len(base.train.folds_to_run or []),
+    info = {"seeds": list(runs), "folds_per_seed": len(next(iter(runs.values())).states),
             "weights_dtype": weights_dtype,
             "cv_mean_fg_dice_per_seed": {str(s): round(r.mean_fg_dice, 4) for s, r in runs.items()},
-            "training_data": training_data_text(base, manifest, first_split)}
+            "training_data": training_data_text(base, manifest, next(iter(splits.values())))}
     ckpt = save_checkpoint(out / "train" / "model.pt", states, base, size, label, info, weights_dtype=weights_dtype)
     model = export_onnx(states, base, size, out / "train" / "model.onnx", label, info, weights_dtype=weights_dtype)
     return DefaultModelResult(runs, model, ckpt)
