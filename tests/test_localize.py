@@ -31,7 +31,7 @@ def test_l3_found_inside_its_body(changes):
     lo, hi = torso.slices_of("L3")
     assert loc.found and lo <= loc.slice_index <= hi
     assert abs(loc.slice_index - (lo + hi) / 2) <= 1.5
-    names = [v.name for v in loc.vertebrae]
+    names = [v.name for v in loc.vertebrae if not v.partial]
     assert names.index("L3") + 1 < len(names) and names[names.index("L3") + 1] == "L2"
     if "z_from" in changes:  # counted down from T12 only: the reason says why the sacrum is missing
         assert loc.confidence == "medium" and loc.anchors == ["T12 (last ribs)"] and "sacrum" in loc.notes[0]
@@ -83,7 +83,7 @@ def test_l3_found_with_couch_arms_and_placement(changes):
     assert loc.found, loc.reason
     assert lo <= loc.slice_index <= hi and abs(loc.slice_index - (lo + hi) / 2) <= 1.5
     assert lo - 2 <= loc.l3_range[0] and loc.l3_range[1] <= hi + 2
-    assert [v.name for v in loc.vertebrae][:3] == ["L5", "L4", "L3"]
+    assert [v.name for v in loc.vertebrae if not v.partial][:3] == ["L5", "L4", "L3"]
     assert loc.confidence == "high"
 
 
@@ -189,3 +189,58 @@ def test_locate_command(tmp_path, capsys):
              str(tmp_path / "short.nii.gz"))
     assert main(["locate", str(tmp_path / "short.nii.gz")]) == 1
     assert "L3 cannot be told" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# the verdict from three anchors (issue 30): what agrees decides, a weak anchor lowers the
+# confidence, only a contradiction refuses
+
+DISCS = [10, 20, 30, 40, 50, 60, 70, 80]
+"""Discs of a regular spine, L5/S1 first: L3 is vertebra 2 (slices 30-40), T12 vertebra 5."""
+
+
+@pytest.mark.parametrize("sacrum, ribs, strong, crest, k3, agreed, confidence", [
+    (2, 2, True, 24.0, 2, ["sacrum", "T12 (last ribs)", "iliac crests"], "high"),
+    (2, 2, True, None, 2, ["sacrum", "T12 (last ribs)"], "high"),
+    (2, 2, False, 24.0, 2, ["sacrum", "T12 (last ribs)", "iliac crests"], "medium"),  # ribs one side only
+    (2, None, False, 24.0, 2, ["sacrum", "iliac crests"], "medium"),  # ribs missed in view: not a refusal
+    (2, 3, False, 24.0, 2, ["sacrum", "iliac crests"], "medium"),  # weak ribs outvoted
+    (None, 2, True, 24.0, 2, ["T12 (last ribs)", "iliac crests"], "medium"),
+    (None, 2, False, 24.0, 2, ["T12 (last ribs)", "iliac crests"], "medium"),
+    (2, 3, True, 24.0, None, [], "none"),  # sacrum and strong ribs disagree: transitional anatomy
+    (2, 3, False, None, None, [], "none"),  # a weak anchor against the count, nothing to settle it
+    (2, None, False, 45.0, None, [], "none"),  # the crests in L3 contradict the sacrum, no ribs
+    (None, 2, False, None, None, [], "none"),  # weak ribs alone cannot decide
+    (None, None, False, 24.0, None, [], "none"),  # the crests alone cannot name a vertebra
+])
+def test_anchor_verdict(sacrum, ribs, strong, crest, k3, agreed, confidence):
+    from l3seg_lib.localize.l3 import _decide
+
+    got_k3, got_agreed, got_conf, notes, refusal = _decide(sacrum, ribs, strong, crest, DISCS, 3.0)
+    assert (got_k3, got_agreed, got_conf) == (k3, agreed, confidence)
+    assert bool(refusal) == (k3 is None)
+    if k3 is not None and confidence == "medium":
+        assert notes, "a medium confidence names the weak or missing anchor"
+
+
+def test_crest_window():
+    from l3seg_lib.localize.l3 import crests_agree
+
+    # L3 between discs 30 and 40: the crests may lie from mid-L5 (15) to a quarter above L3/L4 (32.5)
+    assert [crests_agree(z, 2, DISCS) for z in (14.0, 15.0, 24.0, 32.5, 33.0)] == [False, True, True, True, False]
+    assert crests_agree(None, 2, DISCS) is None and crests_agree(24.0, 1, DISCS) is None
+
+
+def test_refusal_says_what_to_do_and_names_every_vertebra(tmp_path):
+    """Eleven rib pairs: the counts disagree; the refusal names the next step, no path, and the
+    review picture gets both counts."""
+    torso = make_torso(TorsoSpec(**{**FAST, "n_rib_pairs": 11, "seed": 10}))
+    loc = locate_l3(_volume(torso))
+    assert not loc.found and "--slices N" in loc.summary() and "/" not in loc.summary().split("give the slice")[0]
+    assert set(loc.counts) == {"sacrum", "T12 (last ribs)"}
+    named = {c: [v.name for v in vs if not v.partial] for c, vs in loc.counts.items()}
+    assert named["sacrum"][:3] == ["L5", "L4", "L3"] and named["T12 (last ribs)"][:3] == ["S1", "L5", "L4"]
+    ribs = {v.name: (v.ribs_right, v.ribs_left) for v in loc.counts["sacrum"]}
+    assert ribs["T12"] == (False, False) and ribs["T11"] == (True, True)  # eleven pairs: T11 is the last
+    picture = localizer_picture(_volume(torso), loc)
+    assert picture.width > 600 and picture.height > 600

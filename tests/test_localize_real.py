@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from l3_real_validation import SERIES, load_series, main  # experiments/, on the path via conftest
 
+from l3seg_lib.cli import main as main_cli
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.localize.validation import (
@@ -349,8 +350,13 @@ def test_script_writes_table_and_summary(real_data, tmp_path, capsys):
     assert main(["--data", str(real_data), "--out", str(out), "--series", "TotalSegmentator example"]) == 0
     printed = capsys.readouterr().out
     assert "variants:" in printed and "wrong level" in printed and "mid-L3" in printed
+    from l3_real_validation import anatomy_variants
+
     csv = (out / "results.csv").read_text().splitlines()
-    assert len(csv) == 1 + len(standard_variants(*load_series(real_data, "TotalSegmentator example")))
+    series = load_series(real_data, "TotalSegmentator example")
+    assert len(csv) == 1 + len(standard_variants(*series)) + len(anatomy_variants(real_data, "TotalSegmentator example",
+                                                                                  *series))
+    assert "lowest rib pair removed" in "".join(csv)
     md = (out / "results.md").read_text()
     assert md.startswith("| series | variant |") and "| original |" in md
 
@@ -369,3 +375,40 @@ def test_vertebrae_named_from_t12_on_the_older_patient(dd):
         lo, hi = level_range(labels, name, "body", px)
         assert lo <= named[name].middle <= hi, f"{name}: middle {named[name].middle} outside the labelled body {lo}-{hi}"
     assert named["T12"].ribs and not named["L1"].ribs
+
+
+# --------------------------------------------------------------------------------------------
+# ACRIN-FLT-Breast_001 (issue 30): a real whole series, low dose, 5 mm slices every 4.25 mm, arms
+# up, read by a radiologist (l3_reference/vertebrae.csv: L3 = slices 47-54, T12 = 72-78)
+
+
+@pytest.fixture(scope="module")
+def acrin(real_data):
+    volume, labels = load_series(real_data, "ACRIN example")
+    return volume, labels
+
+
+def test_acrin_whole_series_found_inside_l3_with_every_anchor(acrin, capsys, real_data):
+    volume, _ = acrin
+    loc = locate_l3(volume)
+    assert loc.found and 47 <= loc.slice_index <= 54 and loc.confidence == "high", loc.reason
+    assert loc.anchors == ["sacrum", "T12 (last ribs)", "iliac crests"]
+    named = {v.name: v for v in loc.vertebrae if not v.partial}
+    assert (named["T12"].ribs_right, named["T12"].ribs_left) == (True, True)
+    assert (named["T11"].ribs_right, named["T11"].ribs_left) == (True, True)
+    assert not named["L1"].ribs
+    assert 35 <= loc.crest_slice <= 38  # the reading: crest tops at slices 36-37
+    assert main_cli(["locate", str(real_data / "acrin_example" / "dicom_series")]) == 0
+    out = capsys.readouterr().out
+    assert "T12: slices 72-78, ribs: right yes, left yes" in out and "anchors that agreed: sacrum" in out
+
+
+@pytest.mark.parametrize("variant", ["lowest rib pair removed", "rib pair added on L1"])
+def test_acrin_edited_ribs_never_give_a_wrong_level(acrin, real_data, variant):
+    """Eleven or thirteen rib pairs by image edit: "cannot tell" or the true L3, never another level."""
+    from l3_real_validation import anatomy_variants
+
+    volume, labels = acrin
+    spec = next(s for s in anatomy_variants(real_data, "ACRIN example", volume, labels) if s.name.startswith(variant))
+    vol, lab = spec.make()
+    assert score(locate_l3(vol), expect(vol, lab))["outcome"] != WRONG_LEVEL

@@ -7,6 +7,8 @@ Each function takes the :class:`~l3seg_lib.localize.spine.Spine` traced by
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 from scipy import ndimage
@@ -177,12 +179,34 @@ def lumbosacral_disc(spine: Spine, discs: list[int], bone_hu: float) -> tuple[li
                   f"{discs[0]}): discs between them were missed")
 
 
-def rib_levels(spine: Spine, bone_hu: float) -> list[tuple[float, int]]:
+RIB_MAX_DROP_MM = 180.0
+"""Largest drop (mm along z) of one traced rib from head to tip. The 11th and 12th ribs of a real
+patient fall 100-140 mm over their length at 5 mm slices (ACRIN-FLT-Breast_001); the ilium, which is
+taller still, is told apart by its thickness and by rising towards its crest."""
+RIB_HEAD_REACH_MM = 60.0
+"""A rib's medial part (within this distance of the midline) is split into its own 3-D parts: two
+ribs joined further out (partial volume at thick slices) keep one head each."""
+
+
+class RibHead(NamedTuple):
+    """A traced rib where it meets the spine."""
+
+    z: float
+    """Slice of the head (fractional), 20 mm from the midline."""
+    side: int
+    """-1 the patient's right, +1 the left."""
+    reach_mm: float
+    """How far the rib reaches to the side of the column's centre (mm): the 12th rib is short."""
+
+
+def rib_levels(spine: Spine, bone_hu: float) -> list[RibHead]:
     """Slices where ribs meet the spine: 3-D bone components outside the vertebral column (more
     than 28 mm to the side of its centre, level with it) that reach from near the spine (< 42 mm)
-    far to the side (> 60 mm), are thin like a rib (median cross-section < 400 mm2 per slice,
-    at most 90 mm tall, unlike the ilium) and run downwards as they run out (their part beyond
-    55 mm lies at least 5 mm lower than their part within 45 mm): (slice of the most medial voxel, side -1 right / +1 left) for each."""
+    far to the side (> 60 mm), are thin like a rib (median cross-section < 400 mm2 per slice, at
+    most :data:`RIB_MAX_DROP_MM` tall) and run downwards as they run out (their part beyond 55 mm
+    lies at least 5 mm lower than their part within 45 mm). Each component's medial part (within
+    :data:`RIB_HEAD_REACH_MM`) is split into its 3-D parts, one head each (ribs joined laterally).
+    Returns a :class:`RibHead` for each head, sorted from inferior to superior."""
     v = spine.v
     nz, nr, nc = v.shape
     lo_r = int(max(0, np.floor(np.nanmin(spine.body[:, 0]) - 20.0 / spine.pr)))
@@ -198,7 +222,7 @@ def rib_levels(spine: Spine, bone_hu: float) -> list[tuple[float, int]]:
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
-        zz, _, cc = np.nonzero(labels[box] == k)
+        zz, rr, cc = np.nonzero(labels[box] == k)
         if zz.size < 5:
             continue
         zz = zz + box[0].start
@@ -208,14 +232,89 @@ def rib_levels(spine: Spine, bone_hu: float) -> list[tuple[float, int]]:
         if lateral.min() > 42.0 or lateral.max() < 60.0:
             continue
         per_slice = np.bincount(zz - zz.min()) * px_mm2
-        if np.median(per_slice[per_slice > 0]) > 400.0 or (zz.max() - zz.min()) * spine.dz > 90.0:
+        if np.median(per_slice[per_slice > 0]) > 400.0 or (zz.max() - zz.min()) * spine.dz > RIB_MAX_DROP_MM:
             continue  # a plate or a tall structure (the ilium), not a rib
         if zz[lateral >= 55.0].mean() > zz[lateral <= 45.0].mean() - 5.0 / spine.dz:
             continue  # ribs run down as they run out; the iliac wing rises towards its crest
-        j = int(np.argmin(lateral))
-        side = int(np.sign(cc[j] + box[2].start - spine.body[zz[j], 1])) or 1
-        ends.append((_head_level(zz, lateral, spine.dz), side))
+        medial = lateral <= RIB_HEAD_REACH_MM
+        part = np.zeros(labels[box].shape, bool)
+        part[zz[medial] - box[0].start, rr[medial], cc[medial]] = True
+        heads, n_heads = ndimage.label(part, structure=np.ones((3, 3, 3), bool))
+        which = heads[zz - box[0].start, rr, cc]
+        for h in range(1, n_heads + 1):
+            sel = which == h
+            if sel.sum() < 3 or lateral[sel].min() > 42.0:
+                continue  # a fragment that does not reach the spine
+            j = int(np.flatnonzero(sel)[np.argmin(lateral[sel])])
+            side = int(np.sign(cc[j] + box[2].start - spine.body[zz[j], 1])) or 1
+            ends.append(RibHead(_head_level(zz[sel], lateral[sel], spine.dz), side, float(lateral.max())))
     return sorted(ends)
+
+
+def vertebra_of(z: float, discs: list[int]) -> int:
+    """Index of the vertebra holding slice ``z``: vertebra k lies between discs k and k+1 (-1: below
+    the lowest disc; ``len(discs) - 1``: above the highest)."""
+    return int(np.searchsorted(discs, z, side="right")) - 1
+
+
+def ribs_by_vertebra(ribs: list[RibHead], discs: list[int]) -> dict[int, set[int]]:
+    """The sides (-1 right, +1 left) on which rib heads meet each vertebra (see :func:`vertebra_of`)."""
+    out: dict[int, set[int]] = {}
+    for rib in ribs:
+        out.setdefault(vertebra_of(rib.z, discs), set()).add(rib.side)
+    return out
+
+
+CREST_BONE_HU = 200.0
+"""Cortical bone of the iliac wing (HU) for the crest anchor; lower than PELVIS_BONE_HU since the
+crest's thin cortex is blurred most at thick slices."""
+
+
+def iliac_crests(spine: Spine, z_max: int | None = None) -> tuple[float | None, str]:
+    """The intercristal line: the mean slice (fractional) of the tops of the two iliac crests, or
+    (None, why not), searched in slices up to ``z_max``. Each iliac wing is the largest 3-D bone
+    component on its side of the column (35-170 mm to the side, from 60 mm in front of the
+    vertebral-body centre to 100 mm behind it, above :data:`CREST_BONE_HU`) that is a plate
+    (median cross-section >= 300 mm2) of cortical bone (95th percentile >= 400 HU: enhancing
+    kidneys reach 300), at least 30 mm tall and not cut by the top of the searched slab; its crest
+    is the highest slice where its cross-section reaches 40 mm2. The two tops must lie within 20 mm
+    of each other along z."""
+    z_max = spine.v.shape[0] if z_max is None else max(1, min(z_max, spine.v.shape[0]))
+    v = spine.v[:z_max]
+    nz, nr, nc = v.shape
+    px_mm2 = spine.pr * spine.pc
+    lat = (np.arange(nc)[None, :] - spine.body[:nz, 1][:, None]) * spine.pc  # signed, (z, cols)
+    dy = (np.arange(nr)[None, :] - spine.body[:nz, 0][:, None]) * spine.pr  # (z, rows)
+    near = (dy[:, :, None] >= -60.0) & (dy[:, :, None] <= 100.0)
+    bone = (v > CREST_BONE_HU) & spine.trunk[:nz] & near
+    tops = {}
+    for side in (-1, 1):
+        s_lat = side * lat
+        region = bone & ((s_lat >= 35.0) & (s_lat <= 170.0))[:, None, :]
+        labels, n = ndimage.label(region)
+        if n == 0:
+            continue
+        sizes = ndimage.sum_labels(region, labels, index=np.arange(1, n + 1))
+        for k in np.argsort(sizes)[::-1][:3] + 1:
+            zz, rr, cc = np.nonzero(labels == k)
+            per_slice = np.bincount(zz, minlength=nz) * px_mm2
+            rows = np.flatnonzero(per_slice >= 40.0)
+            if rows.size == 0:
+                continue
+            top, bottom = int(rows.max()), int(zz.min())
+            if top >= nz - 1 or (top - bottom) * spine.dz < 30.0:
+                continue
+            if np.median(per_slice[per_slice > 0]) < 300.0 or np.percentile(v[zz, rr, cc], 95) < 400.0:
+                continue  # a rib, a thin strut or an enhancing kidney, not the iliac wing
+            tops[side] = float(top)
+            break
+    if len(tops) < 2:
+        return None, ("no iliac crest on " + ("either side" if not tops else "one side")
+                      + " (the field of view may start above the pelvis)")
+    if abs(tops[-1] - tops[1]) * spine.dz > 20.0:
+        return None, (f"the iliac crests' tops (slices {tops[-1]:.0f} and {tops[1]:.0f}) lie "
+                      f"{abs(tops[-1] - tops[1]) * spine.dz:.0f} mm apart: not read as crests")
+    return (tops[-1] + tops[1]) / 2.0, ""
 
 
 def _head_level(zz: np.ndarray, lateral: np.ndarray, dz: float) -> float:
