@@ -280,23 +280,33 @@ def iliac_crests(spine: Spine, z_max: int | None = None) -> tuple[float | None, 
     is the highest slice where its cross-section reaches 40 mm2. The two tops must lie within 20 mm
     of each other along z."""
     z_max = spine.v.shape[0] if z_max is None else max(1, min(z_max, spine.v.shape[0]))
-    v = spine.v[:z_max]
-    nz, nr, nc = v.shape
+    nz, nr, nc = spine.v[:z_max].shape
     px_mm2 = spine.pr * spine.pc
-    lat = (np.arange(nc)[None, :] - spine.body[:nz, 1][:, None]) * spine.pc  # signed, (z, cols)
-    dy = (np.arange(nr)[None, :] - spine.body[:nz, 0][:, None]) * spine.pr  # (z, rows)
-    near = (dy[:, :, None] >= -60.0) & (dy[:, :, None] <= 100.0)
-    bone = (v > CREST_BONE_HU) & spine.trunk[:nz] & near
+    body = spine.body[:nz]
+    # only the box the wings can lie in is labelled (rows in front of / behind the column, each side)
+    r0 = int(max(0, np.floor(np.nanmin(body[:, 0]) - 60.0 / spine.pr)))
+    r1 = int(min(nr, np.ceil(np.nanmax(body[:, 0]) + 100.0 / spine.pr) + 1))
+    dy = (np.arange(r0, r1)[None, :] - body[:, 0][:, None]) * spine.pr  # (z, rows)
+    near = ((dy >= -60.0) & (dy <= 100.0))[:, :, None]
     tops = {}
     for side in (-1, 1):
-        s_lat = side * lat
-        region = bone & ((s_lat >= 35.0) & (s_lat <= 170.0))[:, None, :]
+        edge = body[:, 1] + side * np.array([35.0, 170.0])[:, None] / spine.pc  # (2, z) columns
+        c0 = int(max(0, np.floor(np.nanmin(edge)))), int(min(nc, np.ceil(np.nanmax(edge)) + 1))
+        if c0[1] <= c0[0]:
+            continue
+        v = spine.v[:nz, r0:r1, c0[0]:c0[1]]
+        s_lat = side * (np.arange(c0[0], c0[1])[None, :] - body[:, 1][:, None]) * spine.pc
+        region = ((v > CREST_BONE_HU) & spine.trunk[:nz, r0:r1, c0[0]:c0[1]] & near
+                  & ((s_lat >= 35.0) & (s_lat <= 170.0))[:, None, :])
         labels, n = ndimage.label(region)
         if n == 0:
             continue
         sizes = ndimage.sum_labels(region, labels, index=np.arange(1, n + 1))
+        boxes = ndimage.find_objects(labels)
         for k in np.argsort(sizes)[::-1][:3] + 1:
-            zz, rr, cc = np.nonzero(labels == k)
+            box = boxes[k - 1]
+            zz, rr, cc = np.nonzero(labels[box] == k)
+            zz = zz + box[0].start
             per_slice = np.bincount(zz, minlength=nz) * px_mm2
             rows = np.flatnonzero(per_slice >= 40.0)
             if rows.size == 0:
@@ -304,7 +314,8 @@ def iliac_crests(spine: Spine, z_max: int | None = None) -> tuple[float | None, 
             top, bottom = int(rows.max()), int(zz.min())
             if top >= nz - 1 or (top - bottom) * spine.dz < 30.0:
                 continue
-            if np.median(per_slice[per_slice > 0]) < 300.0 or np.percentile(v[zz, rr, cc], 95) < 400.0:
+            values = v[zz, rr + box[1].start, cc + box[2].start]
+            if np.median(per_slice[per_slice > 0]) < 300.0 or np.percentile(values, 95) < 400.0:
                 continue  # a rib, a thin strut or an enhancing kidney, not the iliac wing
             tops[side] = float(top)
             break
