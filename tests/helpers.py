@@ -48,8 +48,8 @@ def write_dicom(
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(ds.SeriesInstanceUID), "study"])  # one study per series
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(ds.SeriesInstanceUID), "for"])
     ds.Modality = "CT"
     ds.PatientID = patient_id

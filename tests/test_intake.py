@@ -157,7 +157,8 @@ def test_several_eligible_series_choose_by_rule(tmp_path, hu):
     vol = read_dicom_series(folder)
     assert vol.meta["SeriesInstanceUID"] == "1.2.3.100" and vol.meta["ConvolutionKernel"] == "B30f"
     other = [s for s in vol.meta["skipped"] if "another eligible series" in s["reason"]]
-    assert len(other) == 1 and "Bone 1mm" in other[0]["file"] and SERIES_RULE in other[0]["reason"]
+    assert len(other) == 3 and all("Bone 1mm" in o["reason"] and SERIES_RULE in o["reason"] for o in other)
+    assert sorted(o["file"] for o in other) == [".200_0.dcm", ".200_1.dcm", ".200_2.dcm"]  # each file named
 
 
 def test_duplicates_uneven_spacing_and_tilt_are_reported(tmp_path, hu):
@@ -231,15 +232,17 @@ def test_nifti_mask_in_another_space_is_refused_naming_both_files(tmp_path, hu):
 # a batch holding all of them
 
 
-def test_measure_a_folder_of_real_world_variants(tmp_path, hu, tiny_model):
-    folder = tmp_path / "batch"
-    write_dicom(folder / "valid.dcm", hu, patient_id="VALID")
-    write_dicom(folder / "cm_height.dcm", hu, patient_id="CM", PatientSize="175", PatientAge="000Y")
-    jls = write_dicom(folder / "jpegls.dcm", hu, patient_id="JLS")
+def variants_folder(folder, hu, **common):
+    """A folder of real-world single-slice exports (cm height, JPEG-LS, 12-bit lossless JPEG, a
+    wrong intercept, MR, a truncated file) and a series folder with a scout, a dose report and a
+    secondary capture; ``common``: tags every loose file gets (e.g. one shared ``series_uid``)."""
+    write_dicom(folder / "valid.dcm", hu, patient_id="VALID", **common)
+    write_dicom(folder / "cm_height.dcm", hu, patient_id="CM", PatientSize="175", PatientAge="000Y", **common)
+    jls = write_dicom(folder / "jpegls.dcm", hu, patient_id="JLS", **common)
     ds = pydicom.dcmread(jls)
     ds.compress(JPEGLSLossless)
     ds.save_as(jls, enforce_file_format=True)
-    ljpeg = write_dicom(folder / "jpeg_lossless.dcm", hu, patient_id="LJPEG", BitsStored=12, HighBit=11)
+    ljpeg = write_dicom(folder / "jpeg_lossless.dcm", hu, patient_id="LJPEG", BitsStored=12, HighBit=11, **common)
     ds = pydicom.dcmread(ljpeg)
     ds.PixelData = encapsulate([imagecodecs.jpeg8_encode(ds.pixel_array, lossless=True, predictor=6, bitspersample=12)])
     ds["PixelData"].VR = "OB"
@@ -248,10 +251,15 @@ def test_measure_a_folder_of_real_world_variants(tmp_path, hu, tiny_model):
     stored = (hu + 1024).astype(np.int16)
     stored[~_circle(hu.shape)] = -2000
     write_dicom(folder / "intercept0.dcm", hu, stored=stored, PixelPaddingValue=-2000, RescaleIntercept="0",
-                patient_id="BAD")
-    write_dicom(folder / "mr.dcm", hu, Modality="MR", patient_id="MR")
+                patient_id="BAD", **common)
+    write_dicom(folder / "mr.dcm", hu, Modality="MR", patient_id="MR", **common)
     (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     _messy_folder(folder / "series_with_scout", hu)
+    return folder
+
+
+def test_measure_a_folder_of_real_world_variants(tmp_path, hu, tiny_model):
+    folder = variants_folder(tmp_path / "batch", hu)
     res = measure_folder(folder, tiny_model, tmp_path / "out", MeasureOptions(progress=False, **SMALL, max_slices=5))
     t = res.measurements.set_index("patient_id")
     assert {"VALID", "CM", "JLS", "LJPEG", "P001"} <= set(t.index)

@@ -129,6 +129,34 @@ def sr_values(sr: pydicom.Dataset) -> dict[str, float]:
     return values
 
 
+def sr_texts(sr: pydicom.Dataset) -> dict[str, str]:
+    """Every TEXT (its value) and CODE (the meaning of its value) of an SR by the meaning of its name."""
+    from test_measure import sr_texts as texts
+
+    return texts(sr)
+
+
+def assert_no_machine_path(ds: pydicom.Dataset, *roots: Path) -> None:
+    """No text value of ``ds`` (at any depth) holds one of ``roots`` or any absolute path of this
+    machine's temporary folders or the repository."""
+    import tempfile
+
+    needles = {str(r) for r in roots} | {tempfile.gettempdir() + "/", str(REPO), "/tmp/", "/home/", "/srv/", "/root/"}
+    found = []
+
+    def walk(d):
+        for elem in d:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+            elif elem.VR in ("LO", "LT", "ST", "UT", "SH", "PN", "UC", "UR", "CS", "AE", "DS", "IS"):
+                text = str(elem.value)
+                if any(n in text for n in needles):
+                    found.append(f"{elem.keyword}: {text[:120]}")
+    walk(ds)
+    assert not found, found
+
+
 def check_seg_sr(objects: list[pydicom.Dataset], series: list[Path], row: pd.Series) -> None:
     """One SEG and one SR, referencing the measured slice of the series, numbers as in the CSV."""
     from l3seg_lib.measurement.dicom_out import MEASURES
@@ -150,6 +178,18 @@ def check_seg_sr(objects: list[pydicom.Dataset], series: list[Path], row: pd.Ser
             compared += 1
     assert compared >= 4
     assert sr.PatientID == "SRV1" and sr.StudyInstanceUID == first.StudyInstanceUID
+    # for each segment: SEG area = SR number = CSV column, the SR number referencing its segment
+    from l3seg_lib.measurement.dicom_out import SEGMENTS
+    from test_measure import sr_numbers
+
+    numbers = sr_numbers(sr)
+    frames = seg.pixel_array.reshape(len(SEGMENTS), int(seg.Rows), int(seg.Columns))
+    pixel_cm2 = float(row["pixel_spacing_row_mm"]) * float(row["pixel_spacing_col_mm"]) / 100.0
+    for number, (_tissue, _refined, column) in SEGMENTS.items():
+        code = MEASURES[column][0]
+        assert frames[number - 1].sum() * pixel_cm2 == pytest.approx(float(row[column]), rel=1e-9, abs=1e-9), column
+        assert numbers[code]["value"] == pytest.approx(float(row[column]), rel=1e-9, abs=1e-9), column
+        assert numbers[code]["segment"] == number, column
 
 
 def make_node(out: Path, pacs: Pacs | None, **kw) -> Node:
@@ -272,6 +312,7 @@ def test_calling_ae_title_not_allowed_is_refused(ct_series, tmp_path, caplog):
     lines = [parse_line(f"x l3seg-serve {r.levelname} {r.getMessage()}") for r in caplog.records]
     refused = [f for f in lines if f.get("event") == "association-refused"]
     assert refused and refused[0]["calling"] == "EVIL" and "not allowed" in refused[0]["reason"]
+    assert refused[1]["called"] == "NOTME" and "'NOTME' is not this node's" in refused[1]["reason"]  # named
     assert not list((tmp_path / "node" / "incoming").glob("*/*.dcm"))
 
 
@@ -392,10 +433,17 @@ def test_a_series_that_cannot_be_measured_gets_an_sr_saying_why_once(tmp_path):
         table = tmp_path / "node" / "measurements.csv"
         assert len(errors) == 1 and (not table.is_file() or not table.read_text().strip() or len(pd.read_csv(table)) == 0)
         assert sr.Modality == "SR" and sr.StudyInstanceUID == study_uid and sr.PatientID == "SRV2"
-        assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
-        text = sr.ContentSequence[0].TextValue
-        assert text.startswith("L3 body composition not measured by l3seg: ")
-        assert " ".join(str(errors["error"][0]).split())[:60] in text
+        assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500" and sr.SeriesDescription == "L3SEG not measured"
+        (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        assert evidence.SeriesInstanceUID == series_uid
+        assert {r.ReferencedSOPInstanceUID for r in evidence.ReferencedSOPSequence} == {
+            str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}  # the series' instances
+        texts = sr_texts(sr)
+        text = texts["Comment"]
+        assert text.startswith("L3 body composition not measured by l3seg: series " + series_uid + ": L3 not located")
+        assert texts["L3 body composition measured"] == "No"
+        assert "picture" not in text and "localizer/" not in text
+        assert_no_machine_path(sr, tmp_path)
         running = Running(make_node(tmp_path / "node", pacs, refusal_sr=True))  # a restart sends nothing again
         try:
             running.node.drain(timeout=5)
@@ -556,25 +604,68 @@ def _http(method: str, url: str, data: bytes | None = None) -> object:
         return body
 
 
-def test_orthanc_sends_a_series_and_gets_seg_and_sr_back(ct_series, tmp_path):
+def doc_block(language: str, containing: str) -> str:
+    """The fenced ``language`` block of docs/dicom_node.md that contains ``containing``, as written."""
+    import re
+
+    text = (REPO / "docs" / "dicom_node.md").read_text()
+    blocks = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", text, re.S) if lang == language and containing in b]
+    assert len(blocks) == 1, f"docs/dicom_node.md has {len(blocks)} {language} blocks with {containing!r}"
+    return blocks[0]
+
+
+DCIODVFY_WARNINGS_ALLOWED = (
+    "Warning - Unrecognized defined term <99L3SEG> for value 1 of attribute <Coding Scheme Designator>",
+    "Warning - Missing attribute or value that would be needed to build DICOMDIR",
+)
+"""The only dciodvfy warnings on l3seg's objects: the private coding scheme, and DICOMDIR attributes
+(StudyID, ...) that the source CT lacks and the derived objects copy as empty."""
+
+
+def dciodvfy_problems(path: Path) -> list[str]:
+    """dciodvfy's errors and unexpected warnings on ``path``."""
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace")
+    lines = (proc.stderr + proc.stdout).splitlines()
+    return [x for x in lines if x.startswith("Error") or
+            (x.startswith("Warning") and not x.startswith(DCIODVFY_WARNINGS_ALLOWED))]
+
+
+def test_orthanc_set_up_as_documented_forwards_series_and_gets_seg_sr_and_refusal_back(ct_series, tmp_path):
+    """Orthanc configured exactly as docs/dicom_node.md says (its DicomModalities entry, its Lua
+    auto-forward script, read from the page) forwards each stable CT series by itself; SEG and SR
+    come back for the series with L3 (for each segment SEG area = SR number = CSV column; flags,
+    confidence and level in the SR, read with pydicom and dsrdump), a refusal SR for the series
+    without L3; dciodvfy finds no error and no unexpected warning; no object holds a machine path."""
+    from l3seg_lib.phantom.torso import TorsoSpec, make_torso
+
     orthanc = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")  # Debian: /usr/sbin
     if orthanc is None:
         pytest.skip("Orthanc is not installed (Debian package orthanc; .ci/run installs it): the real-PACS test is skipped")
+    torso = make_torso(TorsoSpec(matrix=160, pixel_mm=2.5, z_from=130.0, z_to=200.0, slice_mm=3.0))
+    no_l3_uid, no_l3_study = generate_uid(), generate_uid()
+    no_l3 = [write_dicom(tmp_path / "nol3" / f"IM{k:04d}.dcm", torso.hu[k], spacing=(2.5, 2.5),
+                         position=(-200.0, -200.0, 3.0 * k), series_uid=no_l3_uid, patient_id="SRV1",
+                         InstanceNumber=k + 1, SliceThickness="3", StudyDate="20260101", StudyInstanceUID=no_l3_study)
+             for k in range(torso.hu.shape[0])]
     http_port, dicom_port = free_port(), free_port()
-    running = Running(make_node(tmp_path / "node", None, series_timeout=1.0))
-    running.node.sender = Sender(
-        running.node.out, Destination("ORTHANC", "127.0.0.1", dicom_port), backoff=(0.3, 1.0))
+    running = Running(make_node(tmp_path / "node", None, series_timeout=2.0, refusal_sr=True))
+    running.node.sender = Sender(running.node.out, Destination("ORTHANC", "127.0.0.1", dicom_port), backoff=(0.3, 1.0))
+    modalities = json.loads("{" + doc_block("json", "DicomModalities") + "}")["DicomModalities"]
+    modalities["l3seg"][1:] = ["127.0.0.1", running.port]  # the documented entry, on this test's address
+    lua = tmp_path / "l3seg.lua"
+    lua.write_text(doc_block("lua", "OnStableSeries"))  # the documented auto-forward, as written
     db = tmp_path / "orthanc-db"
     config = {"Name": "l3seg-test", "StorageDirectory": str(db), "IndexDirectory": str(db), "HttpPort": http_port,
               "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-              "AuthenticationEnabled": False, "Plugins": [], "DicomCheckCalledAet": False, "StableAge": 1,
-              "DicomModalities": {"l3seg": ["L3SEG", "127.0.0.1", running.port]}}
+              "AuthenticationEnabled": False, "Plugins": [], "DicomCheckCalledAet": False, "StableAge": 3,
+              "DicomModalities": modalities, "LuaScripts": [str(lua)]}
     (tmp_path / "orthanc.json").write_text(json.dumps(config))
     log = open(tmp_path / "orthanc.log", "w")
     # TCP_NODELAY=1: Orthanc's DCMTK then sends without Nagle's delays (55 -> 5 ms per instance)
     proc = subprocess.Popen([orthanc, str(tmp_path / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "TCP_NODELAY": "1"})
     base = f"http://127.0.0.1:{http_port}"
+    found: dict[str, pydicom.Dataset] = {}
     try:
         end = time.monotonic() + 30
         while True:
@@ -585,29 +676,179 @@ def test_orthanc_sends_a_series_and_gets_seg_and_sr_back(ct_series, tmp_path):
                 if proc.poll() is not None or time.monotonic() > end:
                     pytest.fail("Orthanc did not start: " + (tmp_path / "orthanc.log").read_text()[-2000:])
                 time.sleep(0.2)
-        for f in ct_series:
-            info = _http("POST", f"{base}/instances", Path(f).read_bytes())
-        orthanc_series = info["ParentSeries"]
-        assert _http("POST", f"{base}/modalities/l3seg/echo", b"{}") is not None
-        _http("POST", f"{base}/modalities/l3seg/store", orthanc_series.encode())  # Orthanc -> node (C-STORE)
-        end = time.monotonic() + 60
-        while len(_http("GET", f"{base}/instances")) < len(ct_series) + 2 and time.monotonic() < end:
-            time.sleep(0.2)
-        found = {}
+        for f in [*ct_series, *no_l3]:  # stored in Orthanc: its Lua script forwards each stable CT series
+            _http("POST", f"{base}/instances", Path(f).read_bytes())
+        end, wanted = time.monotonic() + 120, {"L3SEG body composition masks", "L3SEG body composition", "L3SEG not measured"}
+        while time.monotonic() < end:
+            described = {_http("GET", f"{base}/series/{sid}")["MainDicomTags"].get("SeriesDescription")
+                         for sid in _http("GET", f"{base}/series")}
+            if wanted <= described:
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)  # nothing else arrives
         for iid in _http("GET", f"{base}/instances"):
             ds = pydicom.dcmread(io.BytesIO(_http("GET", f"{base}/instances/{iid}/file")))
             if ds.Modality in ("SEG", "SR"):
-                found[ds.Modality] = ds
+                key = "refusal" if ds.SeriesDescription == "L3SEG not measured" else ds.Modality
+                found[key] = ds
+                ds.save_as(tmp_path / f"{key}.dcm")
     finally:
         running.close()
         proc.terminate()
         proc.wait(20)
         log.close()
-    assert sorted(found) == ["SEG", "SR"], "SEG and SR not found back in Orthanc"
-    row = pd.read_csv(tmp_path / "node" / "measurements.csv").iloc[0]
-    check_seg_sr(list(found.values()), ct_series, row)
+    assert sorted(found) == ["SEG", "SR", "refusal"], ("SEG, SR and refusal SR not all back in Orthanc: "
+                                                       + (tmp_path / "orthanc.log").read_text()[-3000:])
+    assert "Unable to read attachment" not in (tmp_path / "orthanc.log").read_text()
+    rows = pd.read_csv(tmp_path / "node" / "measurements.csv")
+    row = rows.iloc[0]
+    assert len(rows) == 1
+    check_seg_sr([found["SEG"], found["SR"]], ct_series, row)
     sr = found["SR"]
     evidence = {ref.SeriesInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
                 for ref in study.ReferencedSeriesSequence}
     assert str(pydicom.dcmread(ct_series[0], stop_before_pixels=True).SeriesInstanceUID) in evidence
     assert found["SEG"].SeriesInstanceUID in evidence
+    # flags, confidence and level in the SR
+    texts = sr_texts(sr)
+    from test_measure import sr_numbers
+
+    assert texts["Review required before use"] == ("Yes" if row["review_required"] else "No")
+    if row["review_required"]:
+        assert texts["Review reasons"][:40] == str(row["review_reasons"])[:40]
+    assert texts["L3 localisation confidence"] == str(row["l3_confidence"])
+    assert texts["L3 slice range in the series"].startswith(f"slices {row['l3_range']} of {len(ct_series)}")
+    assert texts["How the vertebral level is known"].startswith("localiser")
+    assert sr_numbers(sr)["SLICEINDEX"]["value"] == row["slice_index"]
+    refusal = found["refusal"]
+    assert refusal.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == no_l3_uid
+    assert len(refusal.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence) \
+        == len(no_l3)
+    for ds in found.values():
+        assert_no_machine_path(ds, tmp_path)
+    missing = [tool for tool in ("dsrdump", "dciodvfy") if not shutil.which(tool)]
+    if shutil.which("dsrdump"):  # dcmtk reads the same items back
+        dump = subprocess.run(["dsrdump", "+Pl", "+Pc", str(tmp_path / "SR.dcm")], capture_output=True, text=True,
+                              errors="replace").stdout
+        for words in ("Review required before use", "L3 localisation confidence", "L3 slice range in the series",
+                      "Referenced Segment", f'"{row["l3_confidence"]}"', "Visceral obesity (JASSO 2002)"):
+            assert words in dump, words
+    if shutil.which("dciodvfy"):
+        for key in ("SEG", "SR", "refusal"):
+            assert not dciodvfy_problems(tmp_path / f"{key}.dcm"), (key, dciodvfy_problems(tmp_path / f"{key}.dcm"))
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian packages dcmtk, dicom3tools): all but their checks passed")
+
+
+# --- (d) a series in two parts, a deliberate resend, the log's words ---------------------------------
+
+def _predecessors(sr: pydicom.Dataset) -> set[str]:
+    return {ref.ReferencedSOPInstanceUID for study in sr.get("PredecessorDocumentsSequence", [])
+            for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+
+
+def test_a_series_in_two_parts_the_later_result_supersedes_the_earlier(ct_series, tmp_path, caplog):
+    """The first 20 slices (no L3 in view) complete alone: a refusal SR; the rest arrive later: the
+    joined series is measured, and its SR lists the refusal SR as predecessor and says so; the log
+    names the SeriesInstanceUID (series=) and the folder (folder=<uid>_g2)."""
+    caplog.set_level("INFO", logger="l3seg.node")
+    pacs = Pacs()
+    running = Running(make_node(tmp_path / "node", pacs, refusal_sr=True, series_timeout=3.0))  # no split under load
+    uid = str(pydicom.dcmread(ct_series[0], stop_before_pixels=True).SeriesInstanceUID)
+    try:
+        assert send(running.port, ct_series[:20]) == [0] * 20
+        (refusal,) = pacs.wait_for(1)
+        assert send(running.port, ct_series[20:]) == [0] * (len(ct_series) - 20)
+        objects = pacs.wait_for(3)
+        time.sleep(0.3)
+    finally:
+        running.close()
+        pacs.close()
+    assert len(pacs.received) == 3 and refusal.SeriesDescription == "L3SEG not measured"
+    later = [o for o in objects[1:] if o.Modality == "SR"]
+    assert len(later) == 1
+    sr = later[0]
+    assert _predecessors(sr) == {refusal.SOPInstanceUID}
+    assert "replaces l3seg's earlier result" in sr_texts(sr)["Supersedes an earlier result"]
+    row = pd.read_csv(tmp_path / "node" / "measurements.csv").iloc[0]
+    check_seg_sr([o for o in objects[1:]], ct_series, row)
+    events = [parse_line(f"x l3seg-serve INFO {r.getMessage()}") for r in caplog.records if r.name == "l3seg.node"]
+    measured = [e for e in events if e.get("event") == "measured"]
+    assert measured and measured[0]["series"] == uid and measured[0]["folder"].endswith("_g2")
+    assert "sma_refined_cm2" in measured[0] and "sma_cm2" not in measured[0]
+    superseded = [e for e in events if e.get("event") == "superseded"]
+    assert superseded and superseded[0]["series"] == uid
+    assert all(e.get("series") == uid for e in events if e.get("event") in ("not-measured", "sent", "series-complete"))
+    for ds in pacs.received:
+        assert_no_machine_path(ds, tmp_path)
+
+
+def test_a_resent_series_is_measured_again_when_asked(ct_series, tmp_path, caplog):
+    """A series sent again in full is not measured again, and the log says how to have it measured
+    again; a file remeasure/<SeriesInstanceUID> does it: new SEG and SR, the SR superseding the first."""
+    caplog.set_level("INFO", logger="l3seg.node")
+    pacs = Pacs()
+    running = Running(make_node(tmp_path / "node", pacs, series_timeout=3.0))  # no split under load
+    uid = str(pydicom.dcmread(ct_series[0], stop_before_pixels=True).SeriesInstanceUID)
+    try:
+        send(running.port, ct_series)
+        first = pacs.wait_for(2)
+        send(running.port, ct_series)  # the PACS sends it again: dropped, with the way to measure it again
+        end = time.monotonic() + 30
+        while not any("series-repeated" in r.getMessage() for r in caplog.records) and time.monotonic() < end:
+            time.sleep(0.05)
+        (repeated,) = [r for r in caplog.records if "series-repeated" in r.getMessage()]
+        assert repeated.levelname == "WARNING" and f"remeasure/{uid}" in repeated.getMessage()
+        assert len(pacs.received) == 2
+        (tmp_path / "node" / "remeasure" / uid).touch()  # the administrator asks for it again
+        objects = pacs.wait_for(4)
+        time.sleep(0.3)
+    finally:
+        running.close()
+        pacs.close()
+    assert len(pacs.received) == 4 and not (tmp_path / "node" / "remeasure" / uid).exists()
+    first_sr = next(o for o in first if o.Modality == "SR")
+    second_sr = next(o for o in objects[2:] if o.Modality == "SR")
+    assert second_sr.SOPInstanceUID != first_sr.SOPInstanceUID and _predecessors(second_sr) == {first_sr.SOPInstanceUID}
+    assert len(pd.read_csv(tmp_path / "node" / "measurements.csv")) == 2
+    assert any("remeasure-requested" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_send_is_one_line_naming_the_cause(tmp_path, capsys):
+    """Without --verbose a failed send logs one send-failed line (no pynetdicom ERROR lines) that
+    tells a refused connection from a rejected called AE title; library warnings go to the log."""
+    import logging
+    import warnings
+
+    from l3seg_lib.node.events import close_logging, setup_logging
+    from l3seg_lib.node.sender import Item, Job
+
+    handlers = setup_logging(tmp_path / "log")
+    try:
+        (tmp_path / "out").mkdir()
+        dead = Sender(tmp_path / "out", Destination("PACS", "127.0.0.1", free_port()), timeout=5)
+        job = Job("s", [Item("1.2.3", "sr", "x.dcm")])
+        assert not dead.try_job(job, 0.0)
+        assert job.last_error.startswith("connection refused: nothing listens at 127.0.0.1:")
+        pacs = Pacs("PACS")
+        pacs.server.ae.require_called_aet = True
+        try:
+            wrong = Sender(tmp_path / "out", Destination("NOT_THE_PACS", "127.0.0.1", pacs.port), timeout=5)
+            job = Job("s", [Item("1.2.3", "sr", "x.dcm")])
+            assert not wrong.try_job(job, 0.0)
+        finally:
+            pacs.close()
+        assert job.last_error.startswith("association rejected by 127.0.0.1:") and "'NOT_THE_PACS'" in job.last_error
+        logging.getLogger("highdicom.seg").warning("a highdicom warning")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library warning", UserWarning)
+    finally:
+        close_logging(handlers)
+    err = capsys.readouterr().err
+    lines = [parse_line(x) for x in err.splitlines()]
+    assert [x["event"] for x in lines if x.get("event") == "send-failed"] == ["send-failed"] * 2
+    assert all(x.get("event") in ("send-failed", "library") for x in lines), err
+    assert not any(x.get("source", "").startswith("pynetdicom") for x in lines), err
+    logged = (tmp_path / "log" / "serve.log").read_text()
+    assert "a highdicom warning" in logged and "a library warning" in logged

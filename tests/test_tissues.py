@@ -118,10 +118,13 @@ def test_partial_hu_ranges_keep_imat_in_csv_tag_and_seg(tmp_path, tiny_model, ph
     tags = read_tag(tmp_path / "out" / row["mask_tag"], (64, 64))
     assert (tags == T.IMAT.tag).sum() * px_cm2 == pytest.approx(row["imat_cm2"], abs=1e-6)
     seg = pydicom.dcmread(tmp_path / "out" / row["dicom_seg"])
-    assert [s.SegmentLabel for s in seg.SegmentSequence] == [t.seg_label for t in T.ALL_TISSUES]
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]  # 1-4 compartments and IMAT, 5-7 refined (dicom_out.SEGMENTS)
+    assert len(labels) == 7 and labels[3] == "IMAT: muscle compartment at -190..-30 HU"
+    assert labels[4] == "skeletal muscle -30..150 HU (refined)"  # the partial range given, the others by default
     imat_code = seg.SegmentSequence[3].SegmentedPropertyTypeCodeSequence[0]
     assert (imat_code.CodeValue, imat_code.CodingSchemeDesignator) == (T.IMAT.seg_code.value, T.PRIVATE_SCHEME)
-    frames = seg.pixel_array.reshape(4, 64, 64)
+    frames = seg.pixel_array.reshape(7, 64, 64)
+    assert frames[4].sum() * px_cm2 == pytest.approx(row["sma_refined_cm2"], abs=1e-6)
     assert frames[3].sum() * px_cm2 == pytest.approx(row["imat_cm2"], abs=1e-6)
     # the same pixels: the SEG's IMAT frame and the tag's IMAT (both in the stored pixel order)
     assert np.array_equal(frames[3].astype(bool), tags == T.IMAT.tag)

@@ -510,6 +510,8 @@ class SeriesCandidate:
 
     uid: str
     files: list[tuple[Path, pydicom.Dataset]]
+    note: str = ""
+    """Why this group is not the whole SeriesInstanceUID (:func:`split_by_patient`), or ``""``."""
 
     @property
     def first(self) -> pydicom.Dataset:
@@ -574,7 +576,11 @@ def scan_folder(folder: str | Path, limits: ReadLimits | None = None
     candidates, skipped = group_series(files, whole=True, limits=limits)
     if not candidates and all(why is None for _, why in skipped):
         raise L3SegInputError(folder, "contains no DICOM files")
-    return candidates, [(name, why) for name, why in skipped if why is not None]
+    return candidates, [(name, why if why is not None else NOT_DICOM) for name, why in skipped]
+
+
+NOT_DICOM = "not a DICOM file (no DICM preamble): not read"
+"""Why a file of a series folder that is not DICOM (a note, a truncated file) is left out."""
 
 
 DEFER_BYTES = 64 * 1024
@@ -666,16 +672,58 @@ def group_series(files: list[Path], whole: bool = False, limits: ReadLimits | No
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             key = f"{key}/{p.name}"  # each enhanced file is a volume of its own
         by_series.setdefault(key, []).append((p, ds))
-    candidates = [SeriesCandidate(uid, items) for uid, items in by_series.items()]
+    candidates = [c for uid, items in by_series.items() for c in split_by_patient(uid, items)]
     return candidates, skipped
 
 
+IDENTITY_KEYWORDS = ("PatientID", "StudyInstanceUID")
+"""Attributes every file of one series must share: files that share a SeriesInstanceUID but differ
+in these (a careless anonymiser; a hand-made folder of single-slice exports) are never one series."""
+SPLIT_NOTE = "SeriesInstanceUID shared by"
+"""How the note of a series split by :func:`split_by_patient` begins (a review flag repeats it)."""
+
+
+def _identity(ds: pydicom.Dataset) -> tuple[str, ...]:
+    """The :data:`IDENTITY_KEYWORDS` of a header, as stripped text."""
+    return tuple(str(ds.get(k, "") or "").strip() for k in IDENTITY_KEYWORDS)
+
+
+def split_by_patient(key: str, items: list[tuple[Path, pydicom.Dataset]]) -> list[SeriesCandidate]:
+    """The files of one :func:`series_key` as one :class:`SeriesCandidate`, or, when they differ in
+    PatientID or StudyInstanceUID, one candidate per (PatientID, StudyInstanceUID), each keyed
+    ``<key>~<hash of the pair>`` and carrying a note that says so (never one patient's slices
+    taken for duplicates of another's)."""
+    groups: dict[tuple[str, ...], list[tuple[Path, pydicom.Dataset]]] = {}
+    for item in items:
+        groups.setdefault(_identity(item[1]), []).append(item)
+    if len(groups) == 1 or not key:  # no key: nothing says these files belong together anyway
+        return [SeriesCandidate(key, items)]
+    uid = key.split("/")[0]
+    patients = len({ident[0] for ident in groups})
+    out = []
+    for ident, group in groups.items():
+        digest = hashlib.sha1("\0".join(ident).encode()).hexdigest()[:8]
+        note = (f"{SPLIT_NOTE} {len(groups)} patient/study pairs ({patients} PatientIDs) in {len(items)} files; "
+                f"split by PatientID and StudyInstanceUID: this part is PatientID {ident[0]!r}, "
+                f"StudyInstanceUID {ident[1] or 'none'} ({len(group)} file(s)). Check the export or anonymiser")
+        out.append(SeriesCandidate(f"{key}~{digest}", group, note))
+    return out
+
+
 def choose_series(candidates: list[SeriesCandidate]) -> tuple[SeriesCandidate, list[tuple[str, str]]]:
-    """The series to measure among eligible ones (:data:`SERIES_RULE`) and the others, listed."""
+    """The series to measure among eligible ones (:data:`SERIES_RULE`) and each file of the others,
+    listed with why."""
     ranked = sorted(candidates, key=SeriesCandidate.rank)
     chosen = ranked[0]
-    others = [(f"{len(c.files)} file(s) of {c.description}",
-               f"another eligible series; chose {chosen.description} ({SERIES_RULE})") for c in ranked[1:]]
+    others = []
+    for c in ranked[1:]:
+        if c.note and chosen.note and c.uid.split("~")[0] == chosen.uid.split("~")[0]:
+            why = (f"another patient or study (PatientID {str(c.first.get('PatientID', ''))!r}) under the same "
+                   f"SeriesInstanceUID; measured PatientID {str(chosen.first.get('PatientID', ''))!r} "
+                   f"({SERIES_RULE}); give these files a folder of their own to measure them")
+        else:
+            why = f"another eligible series ({c.description}); chose {chosen.description} ({SERIES_RULE})"
+        others += [(p.name, why) for p, _ in c.files]
     return chosen, others
 
 
@@ -689,7 +737,7 @@ def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str
         listing = "; ".join(f"{name}: {why}" for name, why in skipped[:5])
         raise L3SegInputError(folder, f"holds no axial CT image series ({listing})")
     if series_uid is not None:
-        match = [c for c in candidates if c.uid == series_uid or c.uid.split("/")[0] == series_uid]
+        match = [c for c in candidates if c.uid == series_uid or c.uid.split("/")[0].split("~")[0] == series_uid]
         if not match:
             raise L3SegInputError(folder, f"series {series_uid} not found; present: {sorted(c.uid for c in candidates)}")
         chosen, others = match[0], []
@@ -699,10 +747,11 @@ def read_dicom_series(folder: str | Path, check_hu: bool = True, series_uid: str
 
 
 def read_dicom_files(files: list[str | Path], source: str | Path | None = None, check_hu: bool = True,
-                     limits: ReadLimits | None = None) -> CTVolume:
+                     limits: ReadLimits | None = None, notes: tuple[str, ...] | list[str] = ()) -> CTVolume:
     """Read DICOM files that form one series (e.g. a group of :func:`group_series` among files
     lying loose in a folder) as a volume named ``source`` (default: their folder); files that are
-    not axial CT images are skipped and listed, as in a series folder."""
+    not axial CT images are skipped and listed, as in a series folder. ``notes`` (e.g. why the
+    files were split from others sharing their SeriesInstanceUID) go first in the series notes."""
     paths = [Path(f) for f in files]
     if not paths:
         raise L3SegInputError(source or "-", "no DICOM files given")
@@ -715,19 +764,21 @@ def read_dicom_files(files: list[str | Path], source: str | Path | None = None, 
     if len(candidates) > 1:
         raise L3SegInputError(source, f"the files belong to {len(candidates)} series, not one: "
                                       f"{sorted(c.uid for c in candidates)}")
-    return _read_candidate(source, candidates[0], check_hu, skipped, limits)
+    return _read_candidate(source, candidates[0], check_hu, skipped, limits, list(notes))
 
 
 def _read_candidate(source: Path, chosen: SeriesCandidate, check_hu: bool, skipped: list[tuple[str, str]],
-                    limits: ReadLimits | None = None) -> CTVolume:
-    """The chosen series' slices (single-frame files and frames of enhanced files) assembled into a volume."""
+                    limits: ReadLimits | None = None, notes: list[str] | None = None) -> CTVolume:
+    """The chosen series' slices (single-frame files and frames of enhanced files) assembled into a
+    volume (``notes`` and the candidate's own note first in its series notes)."""
     slices: list[_Slice] = []
     for p, ds in chosen.files:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             slices += _enhanced_slices(p, ds if "PixelData" in ds else _dcmread(p))
         else:
             slices.append(_single_frame_slice(p, ds))
-    return _assemble(source, slices, check_hu, skipped, limits)
+    notes = list(dict.fromkeys([*(notes or []), *([chosen.note] if chosen.note else [])]))
+    return _assemble(source, slices, check_hu, skipped, limits, notes)
 
 
 def read_dicom_volume(path: str | Path, check_hu: bool = True, limits: ReadLimits | None = None) -> CTVolume:
@@ -738,9 +789,9 @@ def read_dicom_volume(path: str | Path, check_hu: bool = True, limits: ReadLimit
 
 
 def _assemble(source: Path, slices: list[_Slice], check_hu: bool, skipped: list[tuple[str, str]],
-              limits: ReadLimits | None = None) -> CTVolume:
-    """Sort, check and stack slices into a canonical volume; report what was odd."""
-    notes: list[str] = []
+              limits: ReadLimits | None = None, notes: list[str] | None = None) -> CTVolume:
+    """Sort, check and stack slices into a canonical volume; report what was odd (after ``notes``)."""
+    notes = list(notes or [])
     ref = slices[0]
     for s in slices[1:]:
         if (s.header.get("Rows"), s.header.get("Columns")) != (ref.header.get("Rows"), ref.header.get("Columns")):

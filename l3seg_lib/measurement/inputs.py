@@ -33,7 +33,7 @@ import yaml
 from l3seg_lib.data.manifest import MANIFEST_NAME, ManifestEntry, manifest_entries
 from l3seg_lib.errors import L3SegError, L3SegInputError
 from l3seg_lib.imageio.ct import CTVolume
-from l3seg_lib.imageio.dicom import group_series, read_dicom_files
+from l3seg_lib.imageio.dicom import SPLIT_NOTE, group_series, read_dicom_files
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.names import input_stem
 from l3seg_lib.tissues import CLASS_NAMES
@@ -57,6 +57,9 @@ class SeriesEntry(ManifestEntry):
 
     files: tuple[Path, ...] = ()
     series_uid: str = ""
+    notes: tuple[str, ...] = ()
+    """Series notes the files carry from discovery (why they were split from others that share
+    their SeriesInstanceUID: :func:`l3seg_lib.imageio.dicom.split_by_patient`)."""
 
 
 def discover_inputs(folder: str | Path) -> list[ManifestEntry]:
@@ -144,18 +147,35 @@ def _why_folder_left_out(files: list[Path]) -> str:
 
 def _loose_dicom_inputs(folder: Path, files: list[Path]) -> list[tuple[Path, ManifestEntry]]:
     """The DICOM files lying directly in ``folder``: one input per series of several files, one
-    per other file (a slice alone in its series, or a file that is refused when read)."""
+    per other file (a slice alone in its series, or a file that is refused when read). Files that
+    share a SeriesInstanceUID but not the patient or study are split
+    (:func:`~l3seg_lib.imageio.dicom.split_by_patient`); each part, even a single file, carries the
+    note that says so."""
     if not files:
         return []
     candidates, _ = group_series(files)
-    series = [c for c in candidates if len(c.files) > 1 and c.uid and "/" not in c.uid]  # has a key; not enhanced
+    keyed = [c for c in candidates if c.uid.split("~")[0] and "/" not in c.uid]  # has a key; not enhanced
+    series = [c for c in keyed if len(c.files) > 1]
+    split = {c.files[0][0]: c for c in keyed if len(c.files) == 1 and c.note}
     grouped = {p for c in series for p, _ in c.files}
-    inputs: list[tuple[Path, ManifestEntry]] = [(p, ManifestEntry(p)) for p in files if p not in grouped]
+    inputs: list[tuple[Path, ManifestEntry]] = []
+    for p in files:
+        if p in split:  # a single file split from others sharing its SeriesInstanceUID: named by the file
+            inputs.append((p, SeriesEntry(p, files=(p,), series_uid=split[p].uid, notes=(split[p].note,))))
+        elif p not in grouped:
+            inputs.append((p, ManifestEntry(p)))
     for c in series:
         paths = tuple(sorted(p for p, _ in c.files))
         image = folder if len(series) == 1 else folder / f"series_{c.uid}"
-        inputs.append((paths[0], SeriesEntry(image, files=paths, series_uid=c.uid)))
+        inputs.append((paths[0], SeriesEntry(image, files=paths, series_uid=c.uid, notes=(c.note,) if c.note else ())))
     return inputs
+
+
+def split_series(series_notes: list[str] | None) -> list[str]:
+    """Review reasons for a series split from others sharing its SeriesInstanceUID (its note from
+    :func:`l3seg_lib.imageio.dicom.split_by_patient`): which patient's files these are is known only
+    from PatientID and StudyInstanceUID."""
+    return [f"series split: {n}" for n in series_notes or [] if n.startswith(SPLIT_NOTE)]
 
 
 def read_entry(entry: ManifestEntry, check_hu: bool = True) -> CTVolume:
@@ -163,7 +183,7 @@ def read_entry(entry: ManifestEntry, check_hu: bool = True) -> CTVolume:
     spacing (mm) and export window (HU) of its manifest row (its HU are not checked: they come
     from that window); anything else with :func:`l3seg_lib.imageio.reader.read_image`."""
     if isinstance(entry, SeriesEntry):
-        return read_dicom_files(list(entry.files), entry.image, check_hu=check_hu)
+        return read_dicom_files(list(entry.files), entry.image, check_hu=check_hu, notes=entry.notes)
     return read_image(entry.image, check_hu=check_hu and not entry.is_png, **entry.png_kwargs())
 
 

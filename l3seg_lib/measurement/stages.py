@@ -38,7 +38,7 @@ from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.measurement import composition
 from l3seg_lib.measurement.flags import SliceContext, review_flags
-from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_reference
+from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_reference, split_series
 from l3seg_lib.measurement.options import NOT_CHECKED, MeasureOptions
 from l3seg_lib.measurement.result import InputResult, SliceResult
 from l3seg_lib.measurement.writers import OutputError, OverlayWriter, write_dicom_pair, write_masks
@@ -93,7 +93,7 @@ def read(inp: ManifestEntry, options: MeasureOptions) -> CTVolume:
     pixels, ``options.min_fov_mm`` mm: :func:`~l3seg_lib.imageio.ct.check_plausible_image`) is
     refused here, before anything is measured, also without the HU check."""
     if isinstance(inp, SeriesEntry):
-        volume = read_dicom_files(list(inp.files), inp.image, check_hu=options.check_hu)
+        volume = read_dicom_files(list(inp.files), inp.image, check_hu=options.check_hu, notes=inp.notes)
     else:
         volume = read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs())
     check_plausible_image(volume.source, volume.hu.shape[1:], volume.spacing_mm[1:], options.image_limits)
@@ -149,7 +149,7 @@ def flag(volume: CTVolume, i: int, pred, values: dict[str, Any], level: dict[str
     """Stage ``flag``: why a person should look at this slice (:func:`flags.review_flags`)."""
     spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
     return review_flags(SliceContext(volume.hu[i], pred.labels, pred.probs, spacing, volume.meta, values, level,
-                                     pred.body))
+                                     pred.body)) + split_series(volume.meta.series_notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +167,8 @@ def measure_input(inp: ManifestEntry, m: Measurer, volume_future: Future | None 
         if inp.patient_id:
             volume.patient_id = inp.patient_id
         res.skipped = [{"source": str(inp.image), **item} for item in volume.meta.skipped or []]
+        datasets = volume.meta.datasets or []
+        res.frame_of_reference = str(datasets[0].get("FrameOfReferenceUID", "") or "") if datasets else ""
         choice = choose_slices(inp, volume, opt, out)
         preds = segment(m.predictor, volume, choice.indices)
         clin = clinical_for(volume.patient_id, m.clinical, volume.meta)
@@ -176,7 +178,8 @@ def measure_input(inp: ManifestEntry, m: Measurer, volume_future: Future | None 
         raise  # the output side failed: fatal for the batch, not a refused input
     except L3NotLocated as exc:
         res.status, res.reason = "review", str(exc)
-        res.errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture)})
+        res.errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture),
+                           "patient_id": volume.patient_id})
     except (L3SegError, ValueError, OSError, RuntimeError) as exc:
         res.status, res.reason = "refused", str(exc)
         res.errors.append({"source": str(inp.image), "error": str(exc)})

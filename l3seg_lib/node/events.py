@@ -72,9 +72,16 @@ class _OneLine(logging.Formatter):
         return f"{stamp} l3seg-serve {record.levelname} " + msg.replace("\r", " ").replace("\n", " | ")
 
 
+LIBRARIES = ("highdicom", "py.warnings")
+"""Loggers whose messages go to the node's log too (highdicom's, and Python warnings such as
+highdicom's and pydicom's, through :func:`logging.captureWarnings`), as ``event=library`` lines."""
+
+
 def setup_logging(out: Path | None, verbose: bool = False) -> list[logging.Handler]:
-    """Send the node's events (and pynetdicom's errors) to stderr and ``out/serve.log``; returns
-    the handlers added (for :func:`close_logging`)."""
+    """Send the node's events to stderr and ``out/serve.log``, with the warnings of highdicom and
+    pydicom (``event=library``); pynetdicom's own messages only with ``verbose`` (without it, a
+    failed send is one ``send-failed`` line whose reason says what pynetdicom saw). Returns the
+    handlers added (for :func:`close_logging`)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -87,16 +94,26 @@ def setup_logging(out: Path | None, verbose: bool = False) -> list[logging.Handl
     lib = logging.getLogger("pynetdicom")
     lib.setLevel(logging.INFO if verbose else logging.ERROR)
     lib.propagate = False
+    lib.addHandler(logging.NullHandler())  # without --verbose its messages go nowhere (not to stderr either)
+    logging.captureWarnings(True)
     for h in handlers:
         node.addHandler(h)
-        lib.addHandler(h)
+        if verbose:
+            lib.addHandler(h)
+        for name in LIBRARIES:
+            logging.getLogger(name).addHandler(h)
+    for name in LIBRARIES:
+        logging.getLogger(name).propagate = False
     return handlers
 
 
 def close_logging(handlers: list[logging.Handler]) -> None:
     """Remove and close the handlers :func:`setup_logging` added."""
-    for name in (LOGGER, "pynetdicom"):
+    for name in (LOGGER, "pynetdicom", *LIBRARIES):
         for h in handlers:
             logging.getLogger(name).removeHandler(h)
+    logging.captureWarnings(False)
+    for name in LIBRARIES:
+        logging.getLogger(name).propagate = True
     for h in handlers:
         h.close()

@@ -17,7 +17,12 @@ series left in ``incoming/`` (their timeout starts again at the restart) and the
 Instances of a series that was already completed: when they are all instances the node already
 holds (a PACS sending the series again), they are dropped (logged); when some are new, the series
 is completed again as a new generation ``series/<series>_g2`` (the earlier instances linked in),
-measured as an input of its own.
+measured as an input of its own (whose result supersedes the earlier one: :mod:`.service`).
+
+To have a series measured again on purpose, put a file named by its SeriesInstanceUID into
+``remeasure/`` (``touch DIR/remeasure/<SeriesInstanceUID>``): the node completes the series
+again as a new generation from the instances it holds (or, when the series is being sent again at
+that moment, from what arrives) and removes the file (:meth:`Intake.remeasure_requested`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from l3seg_lib.names import safe_name
 
 INCOMING = "incoming"
 SERIES = "series"
+REMEASURE = "remeasure"
+"""Folder of requests to measure a series again: one empty file per SeriesInstanceUID."""
 PART = ".part"
 SUFFIX = ".dcm"
 
@@ -96,7 +103,8 @@ class Intake:
         self.fsync = fsync
         self._lock = threading.Lock()
         self._arriving: dict[str, Arriving] = {}
-        for d in (self.incoming, self.series, self.part):
+        self.requests = self.out / REMEASURE
+        for d in (self.incoming, self.series, self.part, self.requests):
             d.mkdir(parents=True, exist_ok=True)
 
     # -- start ------------------------------------------------------------------------------------
@@ -117,7 +125,7 @@ class Intake:
                 if not files:
                     shutil.rmtree(d, ignore_errors=True)
                     continue
-                a = Arriving(d.name, _series_uid_of(files[0]) or d.name, now, len(files),
+                a = Arriving(d.name, series_uid_of(files[0]) or d.name, now, len(files),
                              sum(p.stat().st_size for p in files))
                 self._arriving[d.name] = a
                 found.append(a)
@@ -189,7 +197,7 @@ class Intake:
                     done.append(c)
         return done, dropped
 
-    def _generations(self, name: str) -> list[Path]:
+    def generations(self, name: str) -> list[Path]:
         """The folders of series ``name`` in ``series/``, first generation first."""
         gens = [self.series / name] if (self.series / name).is_dir() else []
         k = 2
@@ -201,13 +209,13 @@ class Intake:
     def _promote(self, a: Arriving) -> Completed | None:
         """Rename ``incoming/<name>`` to its folder in ``series/`` (called with the lock held)."""
         src = self.incoming / a.name
-        gens = self._generations(a.name)
+        gens = self.generations(a.name)
         if not gens:
             target, generation = self.series / a.name, 1
         else:
             held = {p.name for g in gens for p in g.iterdir()}
             new = [p for p in src.iterdir() if p.name not in held]
-            if not new:
+            if not new and not self._take_request(a.name):
                 shutil.rmtree(src, ignore_errors=True)
                 return None
             for p in gens[-1].iterdir():  # the series so far, plus the new instances
@@ -222,11 +230,55 @@ class Intake:
         if self.fsync:
             fsync_dir(self.incoming)
             fsync_dir(self.series)
+        self._take_request(a.name)  # measured now in any case
         files = [p for p in target.iterdir() if p.is_file()]
         return Completed(target, a.series_uid, len(files), sum(p.stat().st_size for p in files), generation)
 
+    # -- measuring again on request -----------------------------------------------------------------
+    def _take_request(self, name: str) -> bool:
+        """Remove the request to measure series ``name`` again; whether there was one."""
+        path = self.requests / name
+        if not path.is_file():
+            return False
+        try:
+            path.unlink()
+        except OSError:
+            return False
+        return True
 
-def _series_uid_of(path: Path) -> str | None:
+    def remeasure_requested(self) -> tuple[list[Completed], list[str]]:
+        """Serve the requests in ``remeasure/``: each series the node holds (and that is not
+        arriving) is completed again as a new generation from its last generation's instances
+        (linked, not copied); (completed, names of requests for series the node does not hold,
+        removed). A request for a series still arriving waits until it is complete."""
+        done, unknown = [], []
+        with self._lock:
+            for req in sorted(self.requests.iterdir()):
+                if not req.is_file():
+                    continue
+                name = safe_name(req.name)
+                if name in self._arriving:
+                    continue
+                gens = self.generations(name)
+                if not gens:
+                    unknown.append(req.name)
+                    req.unlink(missing_ok=True)
+                    continue
+                src = self.incoming / name
+                src.mkdir(exist_ok=True)
+                for p in gens[-1].iterdir():
+                    if p.is_file() and not (src / p.name).exists():
+                        try:
+                            os.link(p, src / p.name)
+                        except OSError:
+                            shutil.copy2(p, src / p.name)
+                first = next(iter(sorted(src.iterdir())), None)
+                uid = (series_uid_of(first) if first is not None else None) or req.name
+                done.append(self._promote(Arriving(name, uid, time.monotonic())))
+        return [c for c in done if c is not None], unknown
+
+
+def series_uid_of(path: Path) -> str | None:
     """The SeriesInstanceUID in a stored instance's header (None when unreadable)."""
     import pydicom
 

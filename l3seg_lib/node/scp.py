@@ -127,14 +127,15 @@ class StorageSCP:
     def on_rejected(self, event) -> None:
         """Log a rejected association (a calling AE title not allowed, a wrong called AE title)."""
         peer, calling = self._peer(event)
-        called = str(event.assoc.acceptor.ae_title).strip()
+        primitive = getattr(event.assoc.requestor, "primitive", None)  # the A-ASSOCIATE-RQ: the AE title it called
+        called = str(getattr(primitive, "called_ae_title", None) or event.assoc.acceptor.ae_title).strip()
         if self.allow and calling not in self.allow:
             reason = "calling AE title not allowed"
         elif called != self.ae_title:
             reason = f"called AE title {called!r} is not this node's"
         else:
             reason = "rejected by the association negotiation"
-        log_event("association-refused", logging.WARNING, peer=peer, calling=calling, reason=reason)
+        log_event("association-refused", logging.WARNING, peer=peer, calling=calling, called=called, reason=reason)
 
     def _ended(self, event, how: str, level: int = logging.INFO) -> None:
         """Log the end of an association with the number of instances it stored."""

@@ -57,9 +57,12 @@ class Item:
     """One object to send."""
 
     series: str
+    """The SeriesInstanceUID of the measured series (the ``series`` column of ``sent.csv``)."""
     kind: str
     file: str
     """Relative to the output folder."""
+    folder: str = ""
+    """The series folder under ``series/`` (``<uid>_g2`` for a second generation)."""
 
 
 @dataclass
@@ -72,6 +75,19 @@ class Job:
     next_try: float = 0.0
     last_error: str = ""
     done: list[Item] = field(default_factory=list)
+
+
+class _Capture(logging.Handler):
+    """Keeps the messages pynetdicom logs while the node associates (the reason of a failure,
+    told in the node's own ``send-failed`` line instead of pynetdicom's ERROR lines)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep one message."""
+        self.lines.append(record.getMessage())
 
 
 def no_delay(assoc) -> None:
@@ -147,14 +163,18 @@ class Sender:
         kwargs = {"ae_title": self.dest.ae_title}
         if self.tls is not None:
             kwargs["tls_args"] = (self.tls, self.dest.host)
+        capture = _Capture()
+        library = logging.getLogger("pynetdicom")
+        library.addHandler(capture)
         try:
             assoc = ae.associate(self.dest.host, self.dest.port, **kwargs)
         except Exception as exc:  # DNS, TLS set-up
             job.last_error = f"{type(exc).__name__}: {exc}"
             return False
+        finally:
+            library.removeHandler(capture)
         if not assoc.is_established:
-            job.last_error = ("association rejected" if assoc.is_rejected else
-                              "association aborted" if assoc.is_aborted else "no association (PACS unreachable?)")
+            job.last_error = self.why_no_association(assoc, capture.lines)
             return False
         no_delay(assoc)
         try:
@@ -168,7 +188,8 @@ class Sender:
                     return False
                 self._record(it, str(ds.SOPInstanceUID), code)
                 job.done.append(it)
-                log_event("sent", series=it.series, kind=it.kind, sop=str(ds.SOPInstanceUID), to=str(self.dest),
+                log_event("sent", series=it.series, folder=it.folder if it.folder and it.folder != it.series else None,
+                          kind=it.kind, sop=str(ds.SOPInstanceUID), to=str(self.dest),
                           status=f"0x{code:04X}")
             return True
         except Exception as exc:
@@ -178,6 +199,32 @@ class Sender:
             if assoc.is_established:
                 assoc.release()
 
+    def why_no_association(self, assoc, messages: list[str]) -> str:
+        """Why the association to the PACS was not established, in words: rejected (with the
+        PACS's reason, naming the called AE title when that is it), connection refused, no answer
+        in time, or aborted; from the association's state and pynetdicom's messages."""
+        text = " | ".join(messages)
+        where = f"{self.dest.host}:{self.dest.port}"
+        if assoc.is_rejected:
+            reason = next((m.split(":", 1)[1].strip() for m in messages if m.startswith("Reason:")), "")
+            result = next((m for m in messages if m.startswith("Result:")), "")
+            called = f"called AE title {self.dest.ae_title!r}"
+            if "called ae" in reason.lower():
+                reason = f"{reason} ({called} is not known to the PACS: check --send-to)"
+            elif "calling ae" in reason.lower():
+                reason = f"{reason} (calling AE title {self.ae_title!r} is not registered in the PACS)"
+            return f"association rejected by {where}: {reason or 'no reason given'}" + (f" [{result}]" if result else "")
+        low = text.lower()
+        if "refused" in low:
+            return f"connection refused: nothing listens at {where} (PACS down?)"
+        if "timed out" in low or "timeout" in low:
+            return f"no answer from {where} within {self.timeout:g} s (PACS frozen, or a firewall drops the packets)"
+        if "unreachable" in low or "no route" in low or "name or service" in low:
+            return f"{where} cannot be reached: {messages[-1] if messages else 'network error'}"
+        if assoc.is_aborted:
+            return f"association aborted by {where}" + (f": {messages[-1]}" if messages else "")
+        return f"no association with {where}" + (f": {messages[-1]}" if messages else "")
+
     def try_job(self, job: Job, now: float) -> bool:
         """:meth:`send`, and on failure log it and schedule the next try with back-off."""
         if self.send(job):
@@ -185,6 +232,8 @@ class Sender:
         job.tries += 1
         wait = self.delay(job.tries)
         job.next_try = now + wait
-        log_event("send-failed", logging.WARNING, series=job.series, to=str(self.dest), tries=job.tries,
+        log_event("send-failed", logging.WARNING, series=job.items[0].series if job.items else job.series,
+                  folder=job.series if job.items and job.series != job.items[0].series else None,
+                  to=str(self.dest), tries=job.tries,
                   retry_in_s=round(wait, 1), reason=job.last_error)
         return False

@@ -9,12 +9,21 @@ the series in ``series/`` the ledger does not list, and sends what ``sent.csv`` 
 series measured (or refused) once is never measured again: the ledger lists it. A failure to
 measure or to send is logged and retried later; the node goes on. :meth:`Node.run` returns when
 ``stop`` is set (SIGTERM), after finishing the series being measured and one try at sending it.
+
+A series that arrives in parts (new instances after it was complete) is measured again as a new
+generation, and so is a series the administrator asks for again (``remeasure/<SeriesInstanceUID>``,
+:mod:`.intake`): the SR of the later result (measurement or refusal) **supersedes** the earlier
+ones: it lists them in PredecessorDocumentsSequence and says so in a text item "Supersedes an
+earlier result" (:func:`~l3seg_lib.measurement.dicom_out.supersede`), and the log says
+``event=superseded``. Every log line names the series by its SeriesInstanceUID (``series=``) and,
+when it differs, the folder (``folder=<uid>_g2``).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import re
 import ssl
 import time
 import threading
@@ -25,12 +34,12 @@ from filelock import FileLock, Timeout
 
 from l3seg_lib.errors import L3SegError
 from l3seg_lib.inference.predictor import Predictor
-from l3seg_lib.measurement.dicom_out import write_refusal_sr
+from l3seg_lib.measurement.dicom_out import supersede, write_refusal_sr
 from l3seg_lib.measurement.ledger import LEDGER
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.node.events import log_event
-from l3seg_lib.node.intake import SERIES, Completed, Intake
+from l3seg_lib.node.intake import REMEASURE, SERIES, Completed, Intake, series_uid_of
 from l3seg_lib.node.scp import Listening, StorageSCP
 from l3seg_lib.names import csv_value
 from l3seg_lib.node.sender import Destination, Item, Job, Sender
@@ -94,6 +103,7 @@ class Node:
         self._measure_after = 0.0
         self.measured_batches = 0
         self._ledger_noted: set[str] = set()
+        self._uids: dict[str, str] = {}
 
     # -- life -------------------------------------------------------------------------------------
     def start(self) -> int:
@@ -164,8 +174,19 @@ class Node:
             log_event("error", logging.ERROR, where="completing series", reason=str(exc))
             completed, dropped = [], []
         for a in dropped:
-            log_event("series-repeated", series=a.series_uid, instances=a.instances,
-                      note="every instance already received in a completed series: dropped")
+            log_event("series-repeated", logging.WARNING, series=a.series_uid, instances=a.instances,
+                      note=f"every instance already received in a completed series: not measured again; to measure it "
+                           f"again: touch {self.out / REMEASURE / a.name}")
+        try:
+            again, unknown = self.intake.remeasure_requested()
+        except OSError as exc:
+            log_event("error", logging.ERROR, where="remeasure requests", reason=str(exc))
+            again, unknown = [], []
+        for name in unknown:
+            log_event("remeasure-unknown", logging.WARNING, series=name, note="no such series received: request removed")
+        completed = completed + again
+        for c in again:
+            log_event("remeasure-requested", series=c.series_uid, folder=c.folder.name, instances=c.instances)
         for c in completed:
             self._log_completed(c)
         if completed:
@@ -174,11 +195,66 @@ class Node:
             self._measure()
         self._send_due()
 
-    @staticmethod
-    def _log_completed(c: Completed) -> None:
+    def _log_completed(self, c: Completed) -> None:
+        """Log a completed series (and remember its SeriesInstanceUID)."""
+        self._uids[c.folder.name] = c.series_uid
         log_event("series-complete", series=c.series_uid, folder=c.folder.name if c.folder.name != c.series_uid else None,
-                  instances=c.instances,
-                  mb=round(c.nbytes / 1e6, 1), generation=c.generation if c.generation > 1 else None)
+                  instances=c.instances, mb=round(c.nbytes / 1e6, 1),
+                  generation=c.generation if c.generation > 1 else None,
+                  note="received again or in parts: measured again; its result supersedes the earlier one"
+                  if c.generation > 1 else None)
+
+    def _uid(self, folder: Path) -> str:
+        """The SeriesInstanceUID of a series folder (read from one of its instances; the folder name when unreadable)."""
+        name = folder.name
+        if name not in self._uids:
+            first = next(iter(sorted(folder.glob("*.dcm"))), None) if folder.is_dir() else None
+            self._uids[name] = (series_uid_of(first) if first is not None else None) or name
+        return self._uids[name]
+
+    def _folder_field(self, folder: Path) -> str | None:
+        """The folder's name for a log line, when it is not just the SeriesInstanceUID."""
+        return folder.name if folder.name != self._uid(folder) else None
+
+    def _earlier(self, folder: Path) -> list[Path]:
+        """The earlier generations of a series folder ``<name>_g<k>`` (none for a first generation)."""
+        m = re.fullmatch(r"(.+)_g(\d+)", folder.name)
+        if not m:
+            return []
+        gens = self.intake.generations(m.group(1))
+        return [g for g in gens if g != folder and (g.name == m.group(1) or int(g.name.rsplit("_g", 1)[1]) < int(m.group(2)))]
+
+    def _supersede(self, folder: Path, sr_rel: str, rows: list[dict]) -> None:
+        """Mark the SR ``sr_rel`` of a later generation ``folder`` as superseding the SRs of the
+        earlier generations (measurement SRs and refusal SRs that were written), and log it."""
+        earlier = self._earlier(folder)
+        if not earlier or self.sender is not None and self.sender.was_sent(sr_rel):
+            return
+        import pydicom
+
+        names = {str(g) for g in earlier}
+        files = [str(r.get("dicom_sr") or "") for r in rows if str(r.get("source")) in names]
+        files += [str(Path("dicom") / f"{g.name}_not_measured_sr.dcm") for g in earlier]
+        datasets = []
+        for f in dict.fromkeys(x for x in files if x):
+            try:
+                datasets.append(pydicom.dcmread(self.out / f, stop_before_pixels=True))
+            except (OSError, pydicom.errors.InvalidDicomError):
+                continue
+        measured = {str(r.get("source")) for r in rows}
+        what = "; ".join(f"{g.name}: {len(list(g.glob('*.dcm')))} instances, "
+                         f"{'measured' if str(g) in measured else 'not measured'}" for g in earlier)
+        note = (f"This result replaces l3seg's earlier result(s) for series {self._uid(folder)}, which arrived in "
+                f"parts or was sent again: this one is from all {len(list(folder.glob('*.dcm')))} instances received "
+                f"(earlier: {what}).")
+        try:
+            changed = supersede(self.out / sr_rel, datasets, note)
+        except Exception as exc:  # an SR that cannot be read back: sent as it is
+            log_event("error", logging.ERROR, where="supersede", series=self._uid(folder), reason=f"{type(exc).__name__}: {exc}")
+            return
+        if changed:
+            log_event("superseded", series=self._uid(folder), folder=folder.name, earlier=",".join(g.name for g in earlier),
+                      earlier_srs=len(datasets))
 
     def _ledger_sources(self) -> set[str]:
         """The inputs the ledger lists (measured, refused or for review)."""
@@ -206,24 +282,28 @@ class Node:
         self.measured_batches += 1
         seconds = time.monotonic() - t0
         rows = res.measurements.to_dict("records") if len(res.measurements) else []
+        errors = res.errors.to_dict("records") if len(res.errors) else []
         for r in rows:
             if r["source"] not in before:
-                log_event("measured", series=Path(r["source"]).name, patient=r.get("patient_id"),
-                          slice=r.get("slice_index"), sma_cm2=_num(r.get("sma_refined_cm2")),
-                          smi_cm2_m2=_num(r.get("smi_cm2_m2")), muscle_hu=_num(r.get("muscle_refined_hu_mean")),
+                folder = Path(r["source"])
+                log_event("measured", series=self._uid(folder), folder=self._folder_field(folder),
+                          patient=r.get("patient_id"), slice=r.get("slice_index"),
+                          sma_refined_cm2=_num(r.get("sma_refined_cm2")), smi_cm2_m2=_num(r.get("smi_cm2_m2")),
+                          muscle_refined_hu_mean=_num(r.get("muscle_refined_hu_mean")),
                           review=_review(r), seconds=round(seconds, 2))
-        errors = res.errors.to_dict("records") if len(res.errors) else []
         for r in errors:
             if r["source"] not in before:
-                log_event("not-measured", logging.WARNING, series=Path(str(r["source"])).name,
+                folder = Path(str(r["source"]))
+                log_event("not-measured", logging.WARNING, series=self._uid(folder), folder=self._folder_field(folder),
                           review="yes" if r.get("review") is True else "no", reason=r.get("error"),
                           note="an SR saying why is sent" if self.cfg.refusal_sr and self.sender else "nothing sent")
         self._queue(rows)
         if self.cfg.refusal_sr:
-            self._queue_refusals(errors)
+            self._queue_refusals(errors, rows)
 
-    def _queue_refusals(self, errors: list[dict]) -> None:
-        """An SR saying why for each series not measured (written once under ``dicom/``, sent once)."""
+    def _queue_refusals(self, errors: list[dict], rows: list[dict] | None = None) -> None:
+        """An SR saying why for each series not measured (written once under ``dicom/``, every
+        instance of the series its evidence, the reason without this machine's paths; sent once)."""
         if self.sender is None:
             return
         for r in errors:
@@ -236,31 +316,42 @@ class Node:
                 instances = sorted(folder.glob("*.dcm")) if folder.is_dir() else [folder]
                 if not instances:
                     continue
+                reason = str(r.get("error") or "not measured")
+                if reason.startswith(str(folder)):  # "<folder>: why" -> "series <UID>: why"
+                    reason = f"series {self._uid(folder)}{reason[len(str(folder)):]}"
                 try:
-                    write_refusal_sr(self.out / rel, instances[0], str(r.get("error") or "not measured"))
+                    write_refusal_sr(self.out / rel, instances, reason)
                 except Exception as exc:  # an instance that cannot be read: nothing to refer to
-                    log_event("not-sent", logging.WARNING, series=series, reason=f"refusal SR: {type(exc).__name__}: {exc}")
+                    log_event("not-sent", logging.WARNING, series=self._uid(folder), folder=self._folder_field(folder),
+                              reason=f"refusal SR: {type(exc).__name__}: {exc}")
                     continue
+            self._supersede(folder, str(rel), rows or [])
             job = self.jobs.setdefault(series, Job(series, []))
             if all(str(rel) != j.file for j in job.items):
-                job.items.append(Item(series, "refusal-sr", str(rel)))
+                job.items.append(Item(self._uid(folder), "refusal-sr", str(rel), series))
 
     def _queue(self, rows: list[dict]) -> None:
         """A send job per series for the SEG and SR of its measured slices not sent yet."""
         for r in rows:
-            series = Path(r["source"]).name
-            items = [Item(series, kind, str(r.get(col) or "")) for kind, col in (("seg", "dicom_seg"), ("sr", "dicom_sr"))]
+            folder = Path(r["source"])
+            series = folder.name
+            items = [Item(self._uid(folder), kind, str(r.get(col) or ""), series)
+                     for kind, col in (("seg", "dicom_seg"), ("sr", "dicom_sr"))]
             items = [it for it in items if it.file]
             if not items:
                 if r["source"] not in self._ledger_noted:
                     self._ledger_noted.add(r["source"])
-                    log_event("not-sent", logging.WARNING, series=series, reason=r.get("dicom_note") or "no SEG/SR written")
+                    log_event("not-sent", logging.WARNING, series=self._uid(folder), folder=self._folder_field(folder),
+                              reason=r.get("dicom_note") or "no SEG/SR written")
                 continue
             if self.sender is None:
                 continue
             items = [it for it in items if not self.sender.was_sent(it.file)]
             if not items:
                 continue
+            for it in items:
+                if it.kind == "sr":
+                    self._supersede(folder, it.file, rows)
             job = self.jobs.setdefault(series, Job(series, []))
             for it in items:
                 if all(it.file != j.file for j in job.items):
