@@ -143,6 +143,8 @@ class InputResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     validation: list[dict[str, Any]] = field(default_factory=list)
+    frame_of_reference: str = ""
+    """FrameOfReferenceUID of a DICOM input (series of one scan share it), else ``""``."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for the ledger's JSON)."""

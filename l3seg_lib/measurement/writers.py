@@ -19,6 +19,7 @@ from PIL import Image
 from l3seg_lib.errors import L3SegError
 from l3seg_lib.metrics import TISSUES, bland_altman
 from l3seg_lib.imageio.ct import CTImage
+from l3seg_lib.measurement.consistency import apply_disagreements, series_disagreements
 from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.measurement.result import InputResult, MeasureResult, SliceResult, results_table
 from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
@@ -192,6 +193,8 @@ def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
     and HU ranges for the pages; ``images``: overlay PNG bytes in memory by relative path;
     ``left_out``: the files of the measured folder that are no input, rows of ``skipped.csv``
     before the files left out inside each input)."""
+    # series of one patient that disagree name each other (review reasons, errors.csv)
+    apply_disagreements(results, series_disagreements(results, {r.source: r.frame_of_reference for r in results}))
     slices: list[SliceResult] = [r for res in results for r in res.rows]
     table = results_table(slices)
     errors = [e for res in results for e in res.errors]
