@@ -167,8 +167,8 @@ def measure_input(inp: ManifestEntry, m: Measurer, volume_future: Future | None 
         if inp.patient_id:
             volume.patient_id = inp.patient_id
         res.skipped = [{"source": str(inp.image), **item} for item in volume.meta.skipped or []]
-        datasets = volume.meta.datasets or []
-        res.frame_of_reference = str(datasets[0].get("FrameOfReferenceUID", "") or "") if datasets else ""
+        header = next((ds for ds in volume.meta.datasets or [] if ds is not None), None)
+        res.frame_of_reference = str(header.get("FrameOfReferenceUID", "") or "") if header is not None else ""
         choice = choose_slices(inp, volume, opt, out)
         preds = segment(m.predictor, volume, choice.indices)
         clin = clinical_for(volume.patient_id, m.clinical, volume.meta)
