@@ -1,6 +1,6 @@
 """The layout keeps its promises: layers that only import downwards (checked on the source, every
 import statement, in functions too), inference apart from training, no library file tied to the
-repository, and the README's layout matching the package tree."""
+repository, and the layout page (docs/layout.md, linked from the README) matching the package tree."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ TRAINING_STACK = ("torch", "albumentations", "sklearn", "bayes_opt", "papermill"
 
 LAYERS = ("core", "imageio", "phantom", "data", "preprocessing", "localize", "inference", "models", "reporting",
           "measurement", "node", "evaluation", "training", "pipeline", "cli")
-"""The layer order, bottom first; the README's "Repository layout" lists the packages in this order.
+"""The layer order, bottom first; docs/layout.md ("Repository layout") lists the packages in this order.
 A module imports only from its own package or a package below it, never one above.
 
 - ``core``: the modules at the top of ``l3seg_lib/`` (errors, names, tissues, config,
@@ -137,15 +137,22 @@ def test_lazy_imports_of_other_packages_are_the_documented_ones():
                                         f"listed but gone: {sorted(set(LAZY_IMPORTS) - found)}")
 
 
-def test_readme_lists_the_packages_in_layer_order():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Repository layout", 1)[1]
+def _layout_section() -> str:
+    """docs/layout.md after its "Repository layout" title; the README must link the page."""
+    assert "](docs/layout.md)" in (REPO / "README.md").read_text(), "the README does not link docs/layout.md"
+    text = (REPO / "docs" / "layout.md").read_text()
+    assert text.startswith("# Repository layout\n"), "docs/layout.md must start with its title"
+    return text.split("# Repository layout", 1)[1]
+
+
+def test_layout_page_lists_the_packages_in_layer_order():
+    section = _layout_section()
     block = section.split("```", 2)[1]
     folders = re.findall(r"^  (\w+)/", block, flags=re.MULTILINE)
     assert ["core", *folders, "cli"] == list(LAYERS), folders
     assert re.search(r"^  cli\.py", block, flags=re.MULTILINE)
     for name in LAYERS:
-        assert f"`{name}`" in section, f"the README's layout section does not explain the layer {name}"
+        assert f"`{name}`" in section, f"docs/layout.md does not explain the layer {name}"
 
 
 _PROBE = """
@@ -193,9 +200,8 @@ def test_no_library_file_knows_the_repository_layout():
             f"{path} resolves paths against the repository"
 
 
-def test_readme_layout_matches_the_tree():
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("## Repository layout", 1)[1].split("```", 2)[1]
+def test_layout_page_matches_the_tree():
+    block = _layout_section().split("```", 2)[1]
     listed = set()
     folder = ""
     lines = block.strip("\n").splitlines()
@@ -211,7 +217,8 @@ def test_readme_layout_matches_the_tree():
         if m:
             listed.add(f"{folder}/{m.group(1)}" if line.startswith("    ") else m.group(1))
     actual = {str(p.relative_to(LIB)) for p in LIB.rglob("*.py") if p.name != "__init__.py"}
-    assert listed == actual, f"missing in README: {sorted(actual - listed)}; not in the tree: {sorted(listed - actual)}"
+    assert listed == actual, (f"missing in docs/layout.md: {sorted(actual - listed)}; "
+                              f"not in the tree: {sorted(listed - actual)}")
 
 
 def test_base_install_has_no_training_dependencies():
