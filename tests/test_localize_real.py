@@ -320,7 +320,7 @@ TS_CASES = [
 ]
 KNOWN_LIMITS = {"5 mm slices", "5 mm slices + noise 30 HU"}
 """This 3 mm scan averaged to 5 mm blurs its thin discs: the localiser says "cannot tell" there
-(README). A wrong level would still fail these cases."""
+(docs/localiser.md). A wrong level would still fail these cases."""
 
 
 @pytest.mark.parametrize("name", TS_CASES)
