@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 
 from l3seg_lib.config import ModelConfig, TrainConfig
 from l3seg_lib.metrics import confusion_matrix, dice_iou
 from l3seg_lib.tissues import CLASS_NAMES, TISSUES
 from l3seg_lib.training.dataset import SliceDataset, build_augmentation
-from l3seg_lib.training.losses import SegmentationLoss
+from l3seg_lib.training.losses import PartialLabelLoss, SegmentationLoss
 from l3seg_lib.training.network import build_model
 
 
@@ -83,10 +83,17 @@ class TrainResult:
 def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: np.ndarray | None,
                 val_masks: np.ndarray | None, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
                 device: torch.device, log_path: str | Path | None = None, desc: str = "train",
-                progress: bool = True, init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+                progress: bool = True, init_state: dict[str, torch.Tensor] | None = None,
+                partial_labels: bool = False, sample_weights: np.ndarray | None = None) -> TrainResult:
     """Train one U-Net (from ``init_state`` when given, e.g. to fine-tune). With validation data,
     keep the epoch with the best mean foreground Dice and stop after
-    ``early_stopping_patience`` epochs without improvement."""
+    ``early_stopping_patience`` epochs without improvement.
+
+    ``partial_labels``: ``train_masks`` hold per-pixel bit codes of the allowed classes (bit c = class
+    c; :func:`~l3seg_lib.training.losses.codes_from_labels` turns class labels into codes) and the loss
+    is :func:`~l3seg_lib.training.losses.partial_label_loss`; validation masks stay class labels.
+    ``sample_weights`` (one per training slice, needs ``train_cfg.steps_per_epoch``): slices are drawn
+    with these relative probabilities (each augmented copy with its original's)."""
     seed_everything(seed)
     size = int(train_images.shape[-1])
     model = build_model(model_cfg)
@@ -96,13 +103,25 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
     augment = build_augmentation(train_cfg.augment, size, seed)
     dataset = SliceDataset(train_images, train_masks, augment, train_cfg.data_ratio)
     generator = torch.Generator().manual_seed(seed)
-    if train_cfg.steps_per_epoch:  # equal compute: a fixed number of optimizer steps, whatever the data ratio
+    if sample_weights is not None:
+        if not train_cfg.steps_per_epoch:
+            raise ValueError("sample_weights need train_cfg.steps_per_epoch (steps drawn with replacement)")
+        w = np.asarray(sample_weights, dtype=np.float64)
+        if w.shape != (len(train_images),) or not np.all(w >= 0) or w.sum() <= 0:
+            raise ValueError(f"sample_weights: need {len(train_images)} non-negative weights with a positive sum")
+        items = np.concatenate([w, w[np.arange(dataset.n_aug) % max(dataset.n_orig, 1)]])
+        sampler = WeightedRandomSampler(torch.from_numpy(items), train_cfg.steps_per_epoch * train_cfg.batch_size,
+                                        replacement=True, generator=generator)
+        loader = DataLoader(dataset, batch_size=train_cfg.batch_size, sampler=sampler, num_workers=0)
+    elif train_cfg.steps_per_epoch:  # equal compute: a fixed number of optimizer steps, whatever the data ratio
         sampler = RandomSampler(dataset, replacement=True, generator=generator,
                                 num_samples=train_cfg.steps_per_epoch * train_cfg.batch_size)
         loader = DataLoader(dataset, batch_size=train_cfg.batch_size, sampler=sampler, num_workers=0)
     else:
         loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=True, generator=generator, num_workers=0)
     criterion = SegmentationLoss(train_cfg.class_weights, train_cfg.ce_weight, train_cfg.dice_weight).to(device)
+    train_criterion = (PartialLabelLoss(train_cfg.class_weights, train_cfg.ce_weight, train_cfg.dice_weight).to(device)
+                       if partial_labels else criterion)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, train_cfg.epochs), eta_min=train_cfg.lr * 0.02)
                  if train_cfg.lr_schedule == "cosine" else None)
@@ -120,7 +139,7 @@ def train_model(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y)
+            loss = train_criterion(model(x), y)
             loss.backward()
             if train_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
