@@ -19,7 +19,7 @@ trained on (the built-in data set is patients 0-59); their reference (anatomical
 HU-refined like the prediction. ``--calibrate`` also runs patients 100-119, the calibration set on
 which the thresholds of :mod:`l3seg_lib.measurement.flags` were set, and writes their quantiles.
 
-Per slice: refined muscle and SAT Dice and area error (:func:`l3seg_lib.evaluation.realct.score_slice`,
+Per slice: refined muscle and SAT Dice and area error (:func:`l3seg_lib.evaluation.scoring.score_slice`,
 the reference never refined for real slices), the flags' measures and which fire.
 
 Bad case (muscle): refined muscle area error <= -8 % or refined muscle Dice < 0.92. Why: -8 % is
@@ -48,8 +48,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from l3seg_lab.realct import load_set, pairs_set  # noqa: E402
 from l3seg_lib.errors import L3SegError  # noqa: E402
-from l3seg_lib.evaluation.realct import load_set, pairs_set, refine_labels, score_slice  # noqa: E402
+from l3seg_lib.evaluation.scoring import refine_labels, score_slice  # noqa: E402
 from l3seg_lib.measurement import flags  # noqa: E402
 
 SHIPPED = {"default": REPO / "l3seg_lib" / "models" / "default.onnx",

@@ -1,7 +1,7 @@
 """Vertebra labels from a radiologist's reading, and anatomy edits of real CT, for the L3
 localiser's validation (``experiments/l3_real_validation.py``; issue 30).
 
-- :func:`reading_labels`: a vertebra label array (the shape :func:`l3seg_lib.localize.validation.
+- :func:`reading_labels`: a vertebra label array (the shape :func:`l3seg_lab.l3_variants.
   prepare_labels` gives) from a reading such as ``acrin_example/l3_reference/vertebrae.csv``
   (vertebra, first_slice, last_slice): each vertebral body a 30 x 30 mm box at the column's
   in-plane position, the slices below the lowest listed vertebra's disc the sacrum. The *levels*
@@ -20,14 +20,17 @@ Units: HU, mm; slices are canonical indices (inferior -> superior).
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from l3seg_lib.imageio.ct import CTVolume
-from l3seg_lib.localize.spine import trace_spine
-from l3seg_lib.localize.validation import BODY_OFFSET, VERTEBRAE, Pair, _rebuild
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: l3seg_lab
+
+from l3seg_lab.l3_variants import BODY_OFFSET, VERTEBRAE, Pair, _rebuild  # noqa: E402
+from l3seg_lib.imageio.ct import CTVolume  # noqa: E402
+from l3seg_lib.localize.spine import trace_spine  # noqa: E402
 
 SOFT_TISSUE_HU = 40.0
 """What a removed rib's voxels become (HU)."""

