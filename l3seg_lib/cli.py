@@ -37,7 +37,8 @@ def _training_extra_missing(command: str, *also: str) -> bool:
 def _cmd_run(args: argparse.Namespace) -> int:
     """``l3seg run``: run the notebook pipeline; exit status 1 when a notebook fails, 2 without the training extra."""
     from l3seg_lib.config import parse_override
-    from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
+    from l3seg_lib.errors import PipelineError
+    from l3seg_lib.pipeline.runner import run_pipeline
 
     if _training_extra_missing("run", "papermill"):
         return 2

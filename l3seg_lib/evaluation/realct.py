@@ -52,7 +52,7 @@ from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.metrics import areas_cm2, confusion_matrix, dice_iou
 from l3seg_lib.imageio.labels import combine_binary_masks, read_mask_for
 from l3seg_lib.imageio.nifti import read_nifti
-from l3seg_lib.inference.model_file import ModelInfo
+from l3seg_lib.inference.model_file import ModelSpec
 from l3seg_lib.tissues import DEFAULT_HU_RANGES, TISSUES
 
 __all__ = [
@@ -467,13 +467,13 @@ def real_ct_metadata(summary: pd.DataFrame, model: str, digits: int = 3) -> dict
 _LEGACY = re.compile(r"Dice muscle ([0-9.]+), SAT ([0-9.]+), VAT ([0-9.]+)", re.IGNORECASE)
 
 
-def recorded_real_ct(info: ModelInfo | Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+def recorded_real_ct(info: ModelSpec | Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     """Real-CT figures a model records about itself: ``{set: {metric: {tissue: value}}}`` with
     metrics ``dice_raw`` / ``dice_refined`` (0-1). Read from the metadata key ``real_ct`` (see
     :func:`real_ct_metadata`) or, failing that, from the free text ``real_ct_accuracy`` of older
     models ("... T11-L2 ... Dice muscle 0.858, SAT 0.876, VAT 0.831": raw Dice on the
-    TotalSegmentator T11-L2 set). ``info`` is a :class:`ModelInfo` or its ``extra`` dict."""
-    extra = info.extra if isinstance(info, ModelInfo) else dict(info)
+    TotalSegmentator T11-L2 set). ``info`` is a :class:`ModelSpec` or its ``extra`` dict."""
+    extra = info.extra if isinstance(info, ModelSpec) else dict(info)
     out: dict[str, dict[str, dict[str, float]]] = {}
     structured = extra.get("real_ct")
     if isinstance(structured, str):

@@ -35,7 +35,8 @@ from pydicom.uid import (
 )
 
 from l3seg_lib.node.events import log_event
-from l3seg_lib.node.intake import Intake, TooLarge
+from l3seg_lib.errors import SeriesTooLarge
+from l3seg_lib.node.intake import Intake
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
@@ -181,7 +182,7 @@ class StorageSCP:
             return DATASET_MISMATCH
         try:
             path = self.intake.store(series_uid, sop_uid, event.encoded_dataset())
-        except TooLarge as exc:
+        except SeriesTooLarge as exc:
             log_event("instance-refused", logging.WARNING, peer=peer, calling=calling, sop=sop_uid, status="0xA700",
                       reason=str(exc))
             return OUT_OF_RESOURCES

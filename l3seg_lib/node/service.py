@@ -32,7 +32,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from l3seg_lib.errors import L3SegError
+from l3seg_lib.errors import NodeInUse
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.dicom_out import supersede, write_refusal_sr
 from l3seg_lib.measurement.ledger import LEDGER
@@ -47,14 +47,6 @@ from l3seg_lib.node.sender import Destination, Item, Job, Sender
 NODE_LOCK = ".l3seg-serve.lock"
 RETRY_MEASURE_S = 30.0
 """Seconds before a batch that failed (output not writable, ...) is tried again."""
-
-
-class NodeInUse(L3SegError):
-    """Another ``l3seg serve`` uses the output folder."""
-
-    def __init__(self, out: Path):
-        """``out`` is locked by another node."""
-        super().__init__(f"{out}: in use by another l3seg serve (lock file {out / NODE_LOCK})")
 
 
 @dataclass
@@ -114,7 +106,7 @@ class Node:
             self._lock.acquire()
         except Timeout:
             self._lock = None
-            raise NodeInUse(self.out) from None
+            raise NodeInUse(self.out, self.out / NODE_LOCK) from None
         try:
             for a in self.intake.recover():
                 log_event("series-recovered", series=a.series_uid, instances=a.instances,
