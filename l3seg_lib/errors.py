@@ -20,6 +20,19 @@ from pathlib import Path
 class L3SegError(Exception):
     """Base class for errors raised on purpose by l3seg."""
 
+    def __reduce__(self):
+        """Pickled with its message and attributes, whatever its ``__init__`` takes (an error raised
+        on a Dask worker is re-raised on the client as the same class)."""
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[L3SegError], args: tuple, state: dict) -> L3SegError:
+    """An unpickled :class:`L3SegError` (see :meth:`L3SegError.__reduce__`)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
 
 class L3SegConfigError(L3SegError, ValueError):
     """A params file, override, option or config object is invalid."""
@@ -46,10 +59,6 @@ class OutputError(L3SegError):
         self.path, self.problem = str(path), str(problem)
         super().__init__(f"{self.path}: cannot write output: {self.problem}")
 
-    def __reduce__(self):
-        """Pickled with its path and problem (raised on a Dask worker, re-raised on the client)."""
-        return type(self), (self.path, self.problem)
-
 
 class OutputInUse(L3SegError):
     """Another ``l3seg measure`` is writing the output folder."""
@@ -59,10 +68,6 @@ class OutputInUse(L3SegError):
         self.out, self.lock = Path(out), Path(lock)
         super().__init__(f"{out}: in use by another l3seg measure (lock file {lock})")
 
-    def __reduce__(self):
-        """Pickled with its folder and lock file."""
-        return type(self), (self.out, self.lock)
-
 
 class NodeInUse(L3SegError):
     """Another ``l3seg serve`` uses the output folder."""
@@ -71,10 +76,6 @@ class NodeInUse(L3SegError):
         """``out`` is locked (lock file ``lock``) by another node."""
         self.out, self.lock = Path(out), Path(lock)
         super().__init__(f"{out}: in use by another l3seg serve (lock file {lock})")
-
-    def __reduce__(self):
-        """Pickled with its folder and lock file."""
-        return type(self), (self.out, self.lock)
 
 
 class SeriesTooLarge(L3SegError):
