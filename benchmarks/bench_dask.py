@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO / "tests"))
 def bench_measure(tmp: Path, n: int, workers: int, repeats: int) -> None:
     from bench_inference import write_slices
 
-    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.measurement.orchestration import measure_folder
 
     data = tmp / "slices"
     write_slices(data, n)

@@ -121,7 +121,8 @@ def main() -> None:
               f"{wall:.2f} s wall, peak memory {peak:.0f} MB")
 
     # 2. measure throughput
-    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.measurement.orchestration import measure_folder
 
     print()
     for label, m in ((f"{info.members}-member model", model), ("1 network", single)):

@@ -24,7 +24,7 @@ from realct_check import (  # experiments/, beside this script
 )
 
 from l3seg_lib.training.compare import model_folder
-from l3seg_lib.metrics import TISSUES
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.inference.predictor import Predictor
 
 

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from l3seg_lib.errors import L3SegError
-from l3seg_lib.metrics import TISSUES, slice_metrics, summary_table
+from l3seg_lib.metrics import slice_metrics, summary_table
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.imageio.dicom import read_dicom_series
 from l3seg_lib.imageio.labels import combine_binary_masks, read_label_file

@@ -25,7 +25,7 @@ from realct_check import (  # experiments/, beside this script
     load_tissue_crop,
 )
 
-from l3seg_lib.metrics import TISSUES
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.inference.predictor import Predictor
 

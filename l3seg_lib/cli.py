@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from l3seg_lib.errors import L3SegError
+
+if TYPE_CHECKING:  # imported when a command runs (keeps the parser free of image libraries)
+    from l3seg_lib.measurement.options import MeasureOptions
 
 
 def _model(path: str | None) -> Path:
@@ -37,7 +41,8 @@ def _training_extra_missing(command: str, *also: str) -> bool:
 def _cmd_run(args: argparse.Namespace) -> int:
     """``l3seg run``: run the notebook pipeline; exit status 1 when a notebook fails, 2 without the training extra."""
     from l3seg_lib.config import parse_override
-    from l3seg_lib.pipeline.runner import PipelineError, run_pipeline
+    from l3seg_lib.errors import PipelineError
+    from l3seg_lib.pipeline.runner import run_pipeline
 
     if _training_extra_missing("run", "papermill"):
         return 2
@@ -108,24 +113,64 @@ def _image_minimum(args: argparse.Namespace) -> dict[str, float]:
             "min_fov_mm": DEFAULT_LIMITS.min_fov_mm if args.min_fov_mm is None else args.min_fov_mm}
 
 
+MODEL_HELP = ("ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure "
+              "throughput, lower real-CT muscle accuracy); default: %(default)s")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options of how images are segmented (``predict``, ``measure`` and ``serve``): ``--model``,
+    ``--no-postprocess``, ``--device``, ``--no-hu-check``."""
+    from l3seg_lib.config import DEVICES, Params
+
+    p.add_argument("--model", default="default", help=MODEL_HELP)
+    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
+    p.add_argument("--device", default=Params.device, choices=DEVICES, help="(default: %(default)s)")
+    p.add_argument("--no-hu-check", action="store_true", help="accept images without air near -1000 HU")
+
+
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    """The options ``measure`` and ``serve`` share (read by :func:`_measure_options`): those of
+    :func:`_add_model_options`, and ``--clinical``, ``--params``, ``--cutoffs``, ``--max-slices``,
+    ``--read-threads``."""
+    _add_model_options(p)
+    p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
+    p.add_argument("--params", help="params file whose composition (HU ranges, cut-offs) and localize sections are used")
+    p.add_argument("--cutoffs", help="cut-off set: martin2013 (default) or fearon2011")
+    p.add_argument("--max-slices", type=int, default=5,
+                   help="inputs with more slices are whole series: L3 is found by the localiser")
+    p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
+
+
+def _measure_options(args: argparse.Namespace, **settings) -> MeasureOptions:
+    """The :class:`~l3seg_lib.measurement.options.MeasureOptions` of the options of
+    :func:`_add_measure_options`, with the command's own ``settings``: the params file's composition
+    and localize sections (else the defaults), ``--cutoffs`` replacing the cut-off set in a new
+    CompositionConfig (nothing loaded or shared is changed). MeasureOptions checks the values."""
+    from dataclasses import replace
+
+    from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
+    from l3seg_lib.measurement.options import MeasureOptions
+
+    params = load_params(args.params) if args.params else None
+    composition = params.composition if params else CompositionConfig()
+    if args.cutoffs:
+        composition = replace(composition, cutoffs=args.cutoffs)
+    return MeasureOptions(composition, localize=params.localize if params else LocalizeConfig(),
+                          clinical_csv=args.clinical, device=args.device, check_hu=not args.no_hu_check,
+                          max_slices=args.max_slices, read_threads=args.read_threads,
+                          postprocess=not args.no_postprocess, **settings)
+
+
 def _cmd_measure(args: argparse.Namespace) -> int:
     """``l3seg measure``: measure every image in a folder (L3 located, segmented, measured, reported).
     Exit status 0 when every input was measured, 1 when some were refused (or listed for review),
     2 when none was measured or on a fatal error (output not writable, output folder in use)."""
-    from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
     from l3seg_lib.measurement.inputs import load_label_map
-    from l3seg_lib.measurement.options import MeasureOptions
     from l3seg_lib.measurement.orchestration import measure_folder
 
-    params = load_params(args.params) if args.params else None
-    comp = params.composition if params else CompositionConfig()
-    if args.cutoffs:
-        comp.cutoffs = args.cutoffs
-    options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical, reference_dir=args.reference,
-                             reference_labels=load_label_map(args.reference_labels), device=args.device,
-                             check_hu=not args.no_hu_check, max_slices=args.max_slices, read_threads=args.read_threads,
-                             postprocess=not args.no_postprocess, force=args.force, dicom=args.dicom,
-                             workers=args.workers, scheduler=args.scheduler, **_image_minimum(args))
+    options = _measure_options(args, reference_dir=args.reference, reference_labels=load_label_map(args.reference_labels),
+                               force=args.force, dicom=args.dicom, workers=args.workers, scheduler=args.scheduler,
+                               **_image_minimum(args))
     res = measure_folder(args.folder, _model(args.model), args.out, options)
     print(f"{len(res.measurements)} slice(s) measured, {len(res.errors)} input(s) refused (errors.csv), "
           f"{len(res.skipped)} file(s) left out (skipped.csv); "
@@ -149,45 +194,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from l3seg_lib.config import CompositionConfig, LocalizeConfig, load_params
-    from l3seg_lib.measurement.options import MeasureOptions
     from l3seg_lib.node.events import close_logging, setup_logging
-    from l3seg_lib.node.scp import client_ssl_context, server_ssl_context
+    from l3seg_lib.node.scp import TLSFiles
     from l3seg_lib.node.sender import parse_destination
     from l3seg_lib.node.service import Node, NodeConfig
 
-    for flag, title in (("--ae-title", args.ae_title), *(("--allow", a) for a in args.allow or [])):
-        if not 0 < len(title) <= 16 or not title.isprintable() or "\\" in title:
-            raise ValueError(f"{flag} {title!r}: an AE title is 1-16 printable characters")
-    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_ca and not args.tls_cert):
-        raise ValueError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
-    if bool(args.send_tls_cert) != bool(args.send_tls_key):
-        raise ValueError("--send-tls-cert and --send-tls-key go together")
-    if (args.send_tls_ca or args.send_tls_cert) and not args.send_to:
-        raise ValueError("--send-tls-ca/--send-tls-cert need --send-to")
-    if args.series_timeout <= 0:
-        raise ValueError("--series-timeout must be positive")
-    send_to = parse_destination(args.send_to) if args.send_to else None
-    tls = server_ssl_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
-    send_tls = (client_ssl_context(args.send_tls_ca, args.send_tls_cert, args.send_tls_key)
-                if args.send_tls_ca or args.send_tls_cert else None)
-    params = load_params(args.params) if args.params else None
-    comp = params.composition if params else CompositionConfig()
-    if args.cutoffs:
-        comp.cutoffs = args.cutoffs
-    options = MeasureOptions(comp, localize=params.localize if params else LocalizeConfig(), clinical_csv=args.clinical,
-                             device=args.device, check_hu=not args.no_hu_check, max_slices=args.max_slices,
-                             read_threads=args.read_threads, postprocess=not args.no_postprocess, dicom=True,
-                             progress=False)
-    out = Path(args.out)
-    handlers = setup_logging(out, verbose=args.verbose)
+    tls, send_tls = (args.tls_cert, args.tls_key, args.tls_ca), (args.send_tls_cert, args.send_tls_key, args.send_tls_ca)
+    cfg = NodeConfig(Path(args.out), _model(args.model), _measure_options(args, dicom=True, progress=False),
+                     ae_title=args.ae_title, host=args.host, port=args.port,
+                     send_to=parse_destination(args.send_to) if args.send_to else None, allow=args.allow,
+                     series_timeout=args.series_timeout, tls=TLSFiles(*tls) if any(tls) else None,
+                     send_tls=TLSFiles(*send_tls) if any(send_tls) else None, max_series_mb=args.max_series_mb,
+                     refusal_sr=args.refusal_sr)  # checks every value: L3SegConfigError, exit status 2
+    handlers = setup_logging(cfg.out, verbose=args.verbose)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        node = Node(NodeConfig(out, _model(args.model), options, ae_title=args.ae_title, host=args.host,
-                               port=args.port, send_to=send_to, allow=args.allow, series_timeout=args.series_timeout,
-                               tls=tls, send_tls=send_tls, max_series_mb=args.max_series_mb,
-                               refusal_sr=args.refusal_sr))
+        node = Node(cfg)
         node.run(stop)
     finally:
         for sig, old in previous.items():
@@ -313,8 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a DICOM file or series folder, NIfTI or PNG")
     p.add_argument("input", help="DICOM file, DICOM series folder, NIfTI or PNG")
-    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")
-    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
+    _add_model_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--slices", type=int, nargs="+", help="slice indices of a volume (inferior to superior)")
     p.add_argument("--vertebra-labels", help="vertebra label volume aligned with the input (e.g. TotalSegmentator)")
@@ -322,8 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=int, default=0, help="slices either side of the vertebra's middle")
     p.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"), help="PNG pixel spacing")
     p.add_argument("--png-window", type=float, nargs=2, metavar=("LO_HU", "HI_HU"), help="PNG export window")
-    p.add_argument("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
-    p.add_argument("--no-hu-check", action="store_true", help="accept images without air near -1000 HU")
     _add_image_minimum(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -362,24 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("measure", help="batch body composition over a folder -> CSV + HTML")
     p.add_argument("folder")
-    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")
-    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
     p.add_argument("--out", required=True)
-    p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
+    _add_measure_options(p)
     p.add_argument("--reference", help="folder of reference masks (NIfTI, PNG, Slice-O-Matic .tag) to validate against")
     p.add_argument("--reference-labels", help="YAML/JSON label map of the reference masks "
                    "(default: 0-3 as classes; Slice-O-Matic tags for .tag)")
-    p.add_argument("--params", help="params file whose composition (HU ranges, cut-offs) and localize sections are used")
-    p.add_argument("--cutoffs", help="cut-off set: martin2013 (default) or fearon2011")
-    p.add_argument("--max-slices", type=int, default=5,
-                   help="inputs with more slices are whole series: L3 is found by the localiser")
-    p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
     p.add_argument("--force", action="store_true", help="measure again the inputs the ledger lists as finished")
     p.add_argument("--dicom", action="store_true", help="also write DICOM SEG and SR (TID 1500) per slice to <out>/dicom/")
     p.add_argument("--workers", type=int, default=0, help="measure on N Dask workers (a LocalCluster here)")
     p.add_argument("--scheduler", help="measure on an existing Dask cluster: tcp://host:8786")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-hu-check", action="store_true")
     _add_image_minimum(p)
     p.set_defaults(func=_cmd_measure)
 
@@ -402,17 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refusal-sr", action="store_true",
                    help="for a series that cannot be measured, send the PACS an SR saying why (default: send nothing)")
     p.add_argument("--verbose", action="store_true", help="log every instance stored and pynetdicom's messages")
-    # measure options (as for l3seg measure; every series is measured with --dicom)
-    p.add_argument("--model", default="default", help="ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure throughput, lower real-CT muscle accuracy); default: %(default)s")
-    p.add_argument("--no-postprocess", action="store_true", help="keep the raw labels (no anatomical clean-up)")
-    p.add_argument("--clinical", help="CSV: patient_id, sex, height_m or height_cm, weight_kg[, age]")
-    p.add_argument("--params", help="params file whose composition (HU ranges, cut-offs) and localize sections are used")
-    p.add_argument("--cutoffs", help="cut-off set: martin2013 (default) or fearon2011")
-    p.add_argument("--max-slices", type=int, default=5,
-                   help="inputs with more slices are whole series: L3 is found by the localiser")
-    p.add_argument("--read-threads", type=int, default=2, help="threads reading the next inputs while the network runs")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-hu-check", action="store_true")
+    _add_measure_options(p)  # as for l3seg measure; every series is measured with --dicom
     p.set_defaults(func=_cmd_serve)
 
     return ap

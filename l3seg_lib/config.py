@@ -190,6 +190,10 @@ CUTOFF_SET_NAMES = ("martin2013", "fearon2011")
 """The cut-off sets of :data:`l3seg_lib.measurement.composition.CUTOFF_SETS` (a test checks they
 agree), named here so that a params file is checked when it is loaded, not when first measured."""
 
+DEVICES = ("auto", "cpu", "cuda")
+"""Where networks run: ``auto`` (CUDA when present), ``cpu`` or ``cuda`` (``device`` of the params,
+``--device`` of every command, :class:`~l3seg_lib.measurement.options.MeasureOptions`)."""
+
 
 @dataclass
 class CompositionConfig:
@@ -426,7 +430,7 @@ def _validate(obj: Any, where: str) -> None:
         if obj.average_slices < 0:
             raise bad(f"localize.average_slices must be >= 0, got {obj.average_slices}")
     elif isinstance(obj, Params):
-        if obj.device not in ("auto", "cpu", "cuda"):
+        if obj.device not in DEVICES:
             raise bad(f"device must be auto, cpu or cuda, got {obj.device!r}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from l3seg_lib.tissues import N_CLASSES, TISSUES  # TISSUES stays importable here (measurement.batch)
+from l3seg_lib.tissues import N_CLASSES, TISSUES
 
 
 def confusion_matrix(pred: np.ndarray, true: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:

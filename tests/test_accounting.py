@@ -17,7 +17,8 @@ from test_skipped_files import _folder as skipped_folder
 from test_skipped_files import _no_permission
 
 from l3seg_lib.measurement.accounting import account_files, unaccounted
-from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
 
 SHARED = "1.2.826.0.1.3680043.9.32.1"
 

@@ -43,7 +43,8 @@ def test_measure_names_a_patients_other_series_on_its_page(tiny_model, tmp_path)
     row name the refused series; the refused series' errors.csv line names the measured one."""
     from helpers import write_dicom
 
-    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.measurement.orchestration import measure_folder
     from l3seg_lib.phantom.torso import TorsoSpec, make_torso
 
     torso = make_torso(TorsoSpec(matrix=160, pixel_mm=2.5, z_from=125.0, seed=6))

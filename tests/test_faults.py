@@ -125,6 +125,7 @@ def test_output_folder_that_is_a_file(tmp_path, capsys):
 def test_a_write_failing_mid_batch_stops_it_and_the_ledger_keeps_only_finished_inputs(tmp_path, monkeypatch):
     import errno
 
+    from l3seg_lib.errors import OutputError
     from l3seg_lib.measurement import writers
     from l3seg_lib.measurement.ledger import Ledger
     from l3seg_lib.measurement.orchestration import measure_folder
@@ -141,7 +142,7 @@ def test_a_write_failing_mid_batch_stops_it_and_the_ledger_keeps_only_finished_i
         return real(out_dir, stem, *args, **kwargs)
 
     monkeypatch.setattr(writers, "export_masks", failing)
-    with pytest.raises(writers.OutputError, match="Read-only file system") as info:
+    with pytest.raises(OutputError, match="Read-only file system") as info:
         measure_folder(tmp_path / "in", default_model_path(), out)
     assert str(out / "masks") in str(info.value)
     rows = (out / "ledger.csv").read_text().splitlines()

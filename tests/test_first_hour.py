@@ -86,7 +86,8 @@ def test_readable_png_upsamples_coarse_pictures_with_nearest():
 
 
 def test_measure_one_coarse_file_gives_a_readable_overlay_with_its_pixel_size(tmp_path, tiny_model):
-    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.measurement.orchestration import measure_folder
 
     hu, _ = body_phantom(101, 122)
     path = write_dicom(tmp_path / "in" / "coarse.dcm", hu, spacing=(3.0, 3.0), patient_id="COARSE")

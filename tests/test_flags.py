@@ -93,7 +93,8 @@ def test_flags_in_measurements_and_html(tmp_path, tiny_model):
     cut = hu.copy()
     cut[:, :50] = -1024.0
     write_dicom(tmp_path / "in" / "cut.dcm", cut[:, 49:], spacing=(2.0, 2.0), patient_id="CUT", KVP="100")
-    from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+    from l3seg_lib.measurement.options import MeasureOptions
+    from l3seg_lib.measurement.orchestration import measure_folder
 
     res = measure_folder(tmp_path / "in", tiny_model, tmp_path / "out", MeasureOptions(progress=False, dicom=True))
     row = res.measurements.iloc[0]

@@ -28,7 +28,8 @@ from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.dicom import SERIES_RULE, read_dicom, read_dicom_series
 from l3seg_lib.imageio.nifti import write_nifti_labels
 from l3seg_lib.imageio.reader import read_image
-from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.composition import assess
 
 SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}

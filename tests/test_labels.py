@@ -9,7 +9,6 @@ from helpers import body_phantom, write_dicom
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.dicom import read_dicom
 from l3seg_lib.imageio.labels import (
-    SLICE_O_MATIC_TAGS,
     LabelDescription,
     combine_binary_masks,
     read_itksnap_labels,
@@ -19,6 +18,7 @@ from l3seg_lib.imageio.labels import (
     write_itksnap_labels,
 )
 from l3seg_lib.localize.selection import select_vertebra_slices
+from l3seg_lib.tissues import SLICE_O_MATIC_TAGS
 
 ITK_MAP = {"background": [0, 7, 8], "muscle": [1, 2, 4], "sat": [5], "vat": [6]}
 

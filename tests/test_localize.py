@@ -11,7 +11,8 @@ from helpers import write_dicom
 from l3seg_lib.cli import main
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.localize.l3 import locate_l3
-from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.phantom.torso import TorsoSpec, make_torso
 from l3seg_lib.reporting.review import localizer_picture
 

@@ -13,7 +13,8 @@ from l3seg_lib import phantom
 from l3seg_lib.config import CompositionConfig
 from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
 from l3seg_lib.imageio.labels import read_label_file, remap_labels
-from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.inputs import discover_inputs
 
 SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}

@@ -14,7 +14,8 @@ import papermill as pm
 import pytest
 
 from l3seg_lib.config import load_params
-from l3seg_lib.pipeline.runner import NOTEBOOKS, PipelineError, run_pipeline
+from l3seg_lib.errors import PipelineError
+from l3seg_lib.pipeline.runner import NOTEBOOKS, run_pipeline
 from l3seg_lib.pipeline.runs import create_run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,11 +10,11 @@ import pytest
 from conftest import tiny_params
 
 from l3seg_lib.config import Params, load_params
+from l3seg_lib.errors import ResumeError
 from l3seg_lib.evaluation.evaluate import paired_comparison
 from l3seg_lib.preprocessing.processed import read_processed_manifest
 from l3seg_lib.training import crossval as crossval_module
 from l3seg_lib.training.optimize import (
-    ResumeError,
     apply_point,
     cv_objective,
     read_trials,

@@ -188,10 +188,10 @@ class _Stub:
     """A stand-in Predictor: returns the reference (``worse``: with extra muscle)."""
 
     def __init__(self, refs: dict[bytes, np.ndarray], worse: bool, extra: dict | None = None):
-        from l3seg_lib.inference.model_file import ModelInfo
+        from l3seg_lib.inference.model_file import ModelSpec
 
         self.refs, self.worse = refs, worse
-        self.info = ModelInfo((-200, 800), 32, True, ("background", "muscle", "sat", "vat"), extra=extra or {})
+        self.info = ModelSpec((-200, 800), 32, True, ("background", "muscle", "sat", "vat"), extra=extra or {})
 
     def predict_hu(self, hu, spacing):
         from l3seg_lib.inference.predictor import Prediction

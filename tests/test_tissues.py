@@ -16,7 +16,8 @@ from PIL import Image
 from l3seg_lib import tissues as T
 from l3seg_lib.config import CompositionConfig, params_from_dict
 from l3seg_lib.errors import L3SegConfigError
-from l3seg_lib.measurement.batch import MeasureOptions, measure_folder
+from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.measurement.orchestration import measure_folder
 
 SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
 """MeasureOptions lowered to the floor for the small test phantoms (64 px of 0.7-0.8 mm), below the

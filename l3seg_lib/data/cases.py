@@ -12,8 +12,9 @@ from l3seg_lib.config import DataConfig
 from l3seg_lib.data.manifest import ManifestEntry, entry_from_row
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import CTImage, volume_slices
-from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, read_mask_for, remap_labels
+from l3seg_lib.imageio.labels import read_mask_for, remap_labels
 from l3seg_lib.imageio.reader import read_image
+from l3seg_lib.tissues import IDENTITY_LABEL_MAP
 
 
 @dataclass

@@ -25,7 +25,6 @@ from l3seg_lib.imageio.ct import (
 from l3seg_lib.imageio.nifti import load_nifti
 from l3seg_lib.imageio.png import read_png_array
 from l3seg_lib.tissues import BACKGROUND, CLASS_NAMES, CLASSES
-from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS  # noqa: F401  (re-exported: measurement.batch, data.cases)
 
 
 def check_integral(values: np.ndarray, source: str) -> np.ndarray:

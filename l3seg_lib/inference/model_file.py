@@ -138,10 +138,6 @@ class ModelSpec:
         return "; ".join(parts)
 
 
-ModelInfo = ModelSpec
-"""The former name of :class:`ModelSpec`."""
-
-
 def _plain(value: Any) -> Any:
     """JSON-plain copy (dicts, lists, str, numbers, bools, None) of metadata."""
     return json.loads(json.dumps(value, default=float))

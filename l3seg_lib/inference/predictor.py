@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from l3seg_lib.inference.model_file import ModelInfo, OnnxModel
+from l3seg_lib.inference.model_file import ModelSpec, OnnxModel
 from l3seg_lib.inference.postprocess import clean_labels
 from l3seg_lib.preprocessing.geometry import (
     body_mask,
@@ -62,7 +62,7 @@ class Predictor:
         self.label = info.label
 
     @property
-    def info(self) -> ModelInfo:
+    def info(self) -> ModelSpec:
         """The model file's metadata."""
         return self.model.info
 

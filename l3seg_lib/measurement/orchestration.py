@@ -7,7 +7,7 @@ Inputs are found by :func:`l3seg_lib.measurement.inputs.discover` (what it leave
 threads while the network runs (:func:`prefetch`), or on Dask workers (:mod:`.cluster`). Each
 input is recorded in the ledger (:mod:`.ledger`) as it finishes, so a batch resumes; the writers
 (:mod:`.writers`) then write the tables and pages. One bad input is listed in ``errors.csv`` and
-the batch goes on. An output that cannot be written (:class:`~.writers.OutputError`) stops the
+the batch goes on. An output that cannot be written (:class:`~l3seg_lib.errors.OutputError`) stops the
 batch: it names the path, and a rerun finishes the batch. Every file is written under a temporary
 name and renamed into place when complete (:func:`l3seg_lib.names.atomic_path`), an input goes to
 the ledger only once its files are written, and a rerun removes what a killed batch left
@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from l3seg_lib.errors import L3SegError
+from l3seg_lib.errors import OutputError, OutputInUse
 
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement import cluster
@@ -36,7 +36,7 @@ from l3seg_lib.measurement.ledger import Ledger, file_sha256
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.result import InputResult, MeasureResult
 from l3seg_lib.measurement.stages import Measurer, measure_input, read
-from l3seg_lib.measurement.writers import OutputError, output_error, write_atomic, write_outputs
+from l3seg_lib.measurement.writers import output_error, write_atomic, write_outputs
 
 
 def called(fn: Callable, *args: Any) -> Future:
@@ -77,17 +77,9 @@ OUTPUT_FOLDERS = ("overlays", "masks", "inputs", "patients", "localizer")
 """Folders of an output folder written per input (``dicom`` too with ``--dicom``)."""
 
 
-class OutputInUse(L3SegError):
-    """Another ``l3seg measure`` is writing the output folder."""
-
-    def __init__(self, out: Path):
-        """``out`` is locked by another batch."""
-        super().__init__(f"{out}: in use by another l3seg measure (lock file {out / LOCK})")
-
-
 def lock_output(out: Path) -> FileLock:
     """Create ``out`` and take its lock (:data:`LOCK`) without waiting: :class:`OutputInUse` when
-    another batch holds it, :class:`~.writers.OutputError` when ``out`` cannot be written."""
+    another batch holds it, :class:`~l3seg_lib.errors.OutputError` when ``out`` cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -96,7 +88,7 @@ def lock_output(out: Path) -> FileLock:
     try:
         lock.acquire()
     except Timeout:
-        raise OutputInUse(out) from None
+        raise OutputInUse(out, out / LOCK) from None
     except OSError as exc:
         raise output_error(out / LOCK, exc) from exc
     return lock
@@ -104,7 +96,7 @@ def lock_output(out: Path) -> FileLock:
 
 def check_output(out: Path, folders: Sequence[str]) -> None:
     """Create the output folders and write a probe file in each, so that an unwritable output
-    stops the batch before anything is measured (:class:`~.writers.OutputError`, naming the path)."""
+    stops the batch before anything is measured (:class:`~l3seg_lib.errors.OutputError`, naming the path)."""
     for name in ("", *folders):
         folder = out / name
         try:

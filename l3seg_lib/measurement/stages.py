@@ -28,11 +28,12 @@ import numpy as np
 
 from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.data.manifest import ManifestEntry
-from l3seg_lib.errors import L3SegError, L3SegInputError
+from l3seg_lib.errors import L3SegError, L3SegInputError, OutputError
 from l3seg_lib.metrics import slice_metrics
 from l3seg_lib.imageio.ct import CTVolume, check_plausible_image
 from l3seg_lib.imageio.dicom import read_dicom_files
-from l3seg_lib.imageio.labels import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS, read_mask_for, remap_labels
+from l3seg_lib.imageio.labels import read_mask_for, remap_labels
+from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.l3 import locate_l3
@@ -41,7 +42,7 @@ from l3seg_lib.measurement.flags import SliceContext, review_flags
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_reference, split_series
 from l3seg_lib.measurement.options import NOT_CHECKED, MeasureOptions
 from l3seg_lib.measurement.result import InputResult, SliceResult
-from l3seg_lib.measurement.writers import OutputError, OverlayWriter, write_dicom_pair, write_masks
+from l3seg_lib.measurement.writers import OverlayWriter, write_dicom_pair, write_masks
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.review import save_localizer_png
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from l3seg_lib.errors import L3SegError
-from l3seg_lib.metrics import TISSUES, bland_altman
+from l3seg_lib.errors import OutputError
+from l3seg_lib.metrics import bland_altman
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.measurement.consistency import apply_disagreements, series_disagreements
 from l3seg_lib.measurement.masks import export_masks
@@ -25,27 +25,12 @@ from l3seg_lib.measurement.result import InputResult, MeasureResult, SliceResult
 from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import overlay_rgb
+from l3seg_lib.tissues import TISSUES
 
 WRITE_QUEUE = 4
 """Overlay pictures waiting to be written before inference waits for them."""
 KEEP_OVERLAY_BYTES = 256 * 2**20
 """PNG bytes of overlays kept in memory for the patient pages (beyond this, the pages read them back)."""
-
-
-class OutputError(L3SegError):
-    """An output cannot be written (read-only or full file system, a file where a folder is
-    expected, no permission): fatal for the batch, never a refused input. Names the path."""
-
-    def __init__(self, path: str | Path, problem: str | BaseException):
-        """Cannot write ``path`` because of ``problem`` (a message or the OSError)."""
-        if isinstance(problem, OSError):
-            problem = problem.strerror or str(problem)
-        self.path, self.problem = str(path), str(problem)
-        super().__init__(f"{self.path}: cannot write output: {self.problem}")
-
-    def __reduce__(self):
-        """Pickled with its path and problem (raised on a Dask worker, re-raised on the client)."""
-        return type(self), (self.path, self.problem)
 
 
 def output_error(path: str | Path, exc: OSError) -> OutputError:

@@ -35,6 +35,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from l3seg_lib.errors import SeriesTooLarge
 from l3seg_lib.names import safe_name
 
 INCOMING = "incoming"
@@ -81,10 +82,6 @@ class Completed:
     instances: int
     nbytes: int
     generation: int = 1
-
-
-class TooLarge(Exception):
-    """The series would pass ``max_series_bytes``."""
 
 
 class Intake:
@@ -134,7 +131,7 @@ class Intake:
     # -- receiving --------------------------------------------------------------------------------
     def store(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
         """Write one instance durably into its series folder; returns its path. Raises
-        :class:`TooLarge` when the series would pass the size limit (nothing kept), OSError when
+        :class:`~l3seg_lib.errors.SeriesTooLarge` when the series would pass the size limit (nothing kept), OSError when
         the disk refuses (nothing kept)."""
         name, sop = safe_name(series_uid), safe_name(sop_uid)
         tmp = self.part / f"{sop}.{uuid.uuid4().hex}"
@@ -148,7 +145,7 @@ class Intake:
                 a = self._arriving.get(name)
                 already = 0 if a is None else a.nbytes
                 if self.max_bytes is not None and already + len(data) > self.max_bytes:
-                    raise TooLarge(f"series {series_uid} would pass {self.max_bytes / 1e6:.0f} MB")
+                    raise SeriesTooLarge(f"series {series_uid} would pass {self.max_bytes / 1e6:.0f} MB")
                 folder = self.incoming / name
                 new_folder = not folder.is_dir()
                 folder.mkdir(exist_ok=True)

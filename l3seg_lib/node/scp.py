@@ -34,8 +34,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from l3seg_lib.errors import L3SegConfigError, SeriesTooLarge
 from l3seg_lib.node.events import log_event
-from l3seg_lib.node.intake import Intake, TooLarge
+from l3seg_lib.node.intake import Intake
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
@@ -181,7 +182,7 @@ class StorageSCP:
             return DATASET_MISMATCH
         try:
             path = self.intake.store(series_uid, sop_uid, event.encoded_dataset())
-        except TooLarge as exc:
+        except SeriesTooLarge as exc:
             log_event("instance-refused", logging.WARNING, peer=peer, calling=calling, sop=sop_uid, status="0xA700",
                       reason=str(exc))
             return OUT_OF_RESOURCES
@@ -193,6 +194,42 @@ class StorageSCP:
             self._counts[id(event.assoc)] = self._counts.get(id(event.assoc), 0) + 1
         log_event("instance-stored", logging.DEBUG, series=series_uid, sop=sop_uid, file=Path(path).name)
         return SUCCESS
+
+
+def check_ae_title(title: str, where: str) -> str:
+    """``title`` when it is an AE title (DICOM PS3.5 table 6.2-1, as pynetdicom checks it: at most
+    16 ASCII characters, no backslash, no control character) that is not empty or all spaces;
+    else :class:`~l3seg_lib.errors.L3SegConfigError` naming ``where`` (the setting and its option)."""
+    from pynetdicom import _config  # pynetdicom's validators (its documented configuration)
+
+    ok, reason = _config.VALIDATORS["AE"](title)
+    if ok and not title.strip():
+        ok, reason = False, "must not be empty or all spaces"
+    if not ok:
+        raise L3SegConfigError(f"{where} {title!r}: an AE title is 1-16 printable ASCII characters, without "
+                               f"backslash, not all spaces ({reason})")
+    return title
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The PEM files of one side of a TLS association: a certificate and its private key (they
+    go together) and a CA. For the SCP (``NodeConfig.tls``) the node's certificate and key, and a
+    CA whose signature peers must present (mutual TLS); for sending (``NodeConfig.send_tls``) the
+    CA the PACS's certificate is verified against (None: the system's CAs), and a certificate and
+    key when the PACS asks for the node's. :class:`~l3seg_lib.node.service.NodeConfig` checks them."""
+
+    cert: str | Path | None = None
+    key: str | Path | None = None
+    ca: str | Path | None = None
+
+    def server_context(self) -> ssl.SSLContext:
+        """The SCP's TLS (:func:`server_ssl_context`)."""
+        return server_ssl_context(self.cert, self.key, self.ca)
+
+    def client_context(self) -> ssl.SSLContext:
+        """The sending association's TLS (:func:`client_ssl_context`)."""
+        return client_ssl_context(self.ca, self.cert, self.key)
 
 
 def server_ssl_context(cert: str | Path, key: str | Path, ca: str | Path | None = None) -> ssl.SSLContext:

@@ -21,7 +21,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from l3seg_lib.errors import L3SegConfigError
 from l3seg_lib.node.events import log_event
+from l3seg_lib.node.scp import check_ae_title
 
 SENT = "sent.csv"
 COLUMNS = ["time", "series", "kind", "file", "sop_instance_uid", "destination", "status"]
@@ -33,22 +35,32 @@ OK_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 
 @dataclass(frozen=True)
 class Destination:
-    """Where SEG and SR go: ``AE@HOST:PORT``."""
+    """Where SEG and SR go: ``AE@HOST:PORT``; checked when made (an AE title, a host, a port
+    1-65535: :class:`~l3seg_lib.errors.L3SegConfigError`)."""
 
     ae_title: str
     host: str
     port: int
+
+    def __post_init__(self) -> None:
+        """Check the AE title, the host and the port."""
+        check_ae_title(self.ae_title, "send_to (--send-to) AE title")
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise L3SegConfigError(f"send_to (--send-to): expected a host name or address, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise L3SegConfigError(f"send_to (--send-to): port {self.port!r} is not 1-65535")
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 def parse_destination(text: str) -> Destination:
-    """``AE@HOST:PORT`` (an IPv6 host in brackets) -> :class:`Destination`; ValueError when malformed."""
+    """``AE@HOST:PORT`` (an IPv6 host in brackets) -> :class:`Destination`;
+    :class:`~l3seg_lib.errors.L3SegConfigError` (a ValueError) when malformed."""
     m = re.fullmatch(r"([^@]{1,16})@(\[[^\]]+\]|[^:@]+):(\d{1,5})", text.strip())
     if not m or not 0 < int(m.group(3)) < 65536 or m.group(1).strip() != m.group(1) or not m.group(1).isprintable():
-        raise ValueError(f"--send-to {text!r}: expected AE@HOST:PORT (an AE title of 1-16 characters), "
-                         "e.g. ORTHANC@127.0.0.1:4242")
+        raise L3SegConfigError(f"--send-to {text!r}: expected AE@HOST:PORT (an AE title of 1-16 characters), "
+                               "e.g. ORTHANC@127.0.0.1:4242")
     return Destination(m.group(1), m.group(2).strip("[]"), int(m.group(3)))
 
 

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 import ssl
 import time
 import threading
 from dataclasses import dataclass, replace
+from numbers import Integral, Real
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from l3seg_lib.errors import L3SegError
+from l3seg_lib.errors import L3SegConfigError, NodeInUse
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.dicom_out import supersede, write_refusal_sr
 from l3seg_lib.measurement.ledger import LEDGER
@@ -40,7 +42,7 @@ from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.node.events import log_event
 from l3seg_lib.node.intake import REMEASURE, SERIES, Completed, Intake, series_uid_of
-from l3seg_lib.node.scp import Listening, StorageSCP
+from l3seg_lib.node.scp import Listening, StorageSCP, TLSFiles, check_ae_title
 from l3seg_lib.names import csv_value
 from l3seg_lib.node.sender import Destination, Item, Job, Sender
 
@@ -49,37 +51,92 @@ RETRY_MEASURE_S = 30.0
 """Seconds before a batch that failed (output not writable, ...) is tried again."""
 
 
-class NodeInUse(L3SegError):
-    """Another ``l3seg serve`` uses the output folder."""
-
-    def __init__(self, out: Path):
-        """``out`` is locked by another node."""
-        super().__init__(f"{out}: in use by another l3seg serve (lock file {out / NODE_LOCK})")
-
-
 @dataclass
 class NodeConfig:
-    """What ``l3seg serve`` was asked for."""
+    """What ``l3seg serve`` was asked for; checked when made (AE titles, port, timeouts, sizes, the
+    TLS files: which go together, that they exist), a bad value raising
+    :class:`~l3seg_lib.errors.L3SegConfigError` that names the setting and its option."""
 
     out: Path
     model: str | Path | Predictor
     options: MeasureOptions
     ae_title: str = "L3SEG"
+    """This node's AE title (the called AE title it answers to)."""
     host: str = "127.0.0.1"
     port: int = 11112
+    """Port to listen on (0: a free one, logged)."""
     send_to: Destination | None = None
     allow: list[str] | None = None
+    """Calling AE titles accepted (None: any)."""
     series_timeout: float = 10.0
-    tls: ssl.SSLContext | None = None
-    """TLS of the SCP (see :func:`l3seg_lib.node.scp.server_ssl_context`)."""
-    send_tls: ssl.SSLContext | None = None
-    """TLS of the sending association (None: plain)."""
+    """Seconds without a new instance after which a series is complete."""
+    tls: ssl.SSLContext | TLSFiles | None = None
+    """TLS of the SCP: the node's certificate and key, and a CA for mutual TLS (:class:`TLSFiles`,
+    or a context of :func:`l3seg_lib.node.scp.server_ssl_context`); None: plain."""
+    send_tls: ssl.SSLContext | TLSFiles | None = None
+    """TLS of the sending association (:class:`TLSFiles`, or a context of
+    :func:`l3seg_lib.node.scp.client_ssl_context`; needs ``send_to``); None: plain."""
     max_series_mb: float | None = None
+    """Refuse instances of a series past this size (MB); None: no limit."""
     refusal_sr: bool = False
     """Send an SR saying why for each series that could not be measured (``--refusal-sr``)."""
     poll_s: float = 0.2
     fsync: bool = True
     send_backoff: tuple[float, float] = (2.0, 300.0)
+    """Seconds before the first retry of a failed send, and the most between retries."""
+
+    def __post_init__(self) -> None:
+        """Check what a type alone cannot say; the TLS files last, so that a missing partner
+        option is named before a missing file."""
+        def bad(name: str, problem: str) -> L3SegConfigError:
+            """The error for setting ``name`` (with its option)."""
+            return L3SegConfigError(f"{name}: {problem}")
+
+        def positive(value: object) -> bool:
+            """A finite number > 0 (not a bool)."""
+            return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+        if not isinstance(self.options, MeasureOptions):
+            raise bad("options", f"expected MeasureOptions, got {type(self.options).__name__}")
+        check_ae_title(self.ae_title, "ae_title (--ae-title)")
+        if self.allow is not None:
+            if isinstance(self.allow, str):
+                raise bad("allow (--allow)", f"expected a list of AE titles (None: any), got {self.allow!r}")
+            for title in self.allow:
+                check_ae_title(title, "allow (--allow)")
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise bad("host (--host)", f"expected an address to listen on, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, Integral) or not 0 <= self.port <= 65535:
+            raise bad("port (--port)", f"expected 0-65535 (0: a free one), got {self.port!r}")
+        if self.send_to is not None and not isinstance(self.send_to, Destination):
+            raise bad("send_to (--send-to)", f"expected a Destination (parse_destination('AE@HOST:PORT')), "
+                      f"got {self.send_to!r}")
+        if not positive(self.series_timeout):
+            raise bad("series_timeout (--series-timeout)", f"must be positive (seconds), got {self.series_timeout!r}")
+        if self.max_series_mb is not None and not positive(self.max_series_mb):
+            raise bad("max_series_mb (--max-series-mb)", f"must be positive (MB), got {self.max_series_mb!r}")
+        if not positive(self.poll_s):
+            raise bad("poll_s", f"must be positive (seconds), got {self.poll_s!r}")
+        backoff = tuple(self.send_backoff) if isinstance(self.send_backoff, (tuple, list)) else ()
+        if len(backoff) != 2 or not all(positive(b) for b in backoff) or backoff[0] > backoff[1]:
+            raise bad("send_backoff", f"expected (first, most) seconds, 0 < first <= most, got {self.send_backoff!r}")
+        for name, value in (("tls", self.tls), ("send_tls", self.send_tls)):
+            if value is not None and not isinstance(value, (ssl.SSLContext, TLSFiles)):
+                raise bad(name, f"expected TLSFiles or an ssl.SSLContext, got {type(value).__name__}")
+        if isinstance(self.tls, TLSFiles) and not (self.tls.cert and self.tls.key):
+            raise bad("tls", "--tls-cert and --tls-key go together (and --tls-ca needs them)")
+        if isinstance(self.send_tls, TLSFiles) and bool(self.send_tls.cert) != bool(self.send_tls.key):
+            raise bad("send_tls", "--send-tls-cert and --send-tls-key go together")
+        if self.send_tls is not None and self.send_to is None:
+            raise bad("send_tls", "--send-tls-ca/--send-tls-cert need --send-to (send_to: the PACS)")
+        for name, files in (("tls", self.tls), ("send_tls", self.send_tls)):
+            if not isinstance(files, TLSFiles):
+                continue
+            prefix = "--send-tls" if name == "send_tls" else "--tls"
+            for part in ("cert", "key", "ca"):
+                path = getattr(files, part)
+                if path and not Path(path).is_file():
+                    raise L3SegConfigError(f"{path}: no such file ({name}.{part}, {prefix}-{part})")
 
 
 class Node:
@@ -93,7 +150,9 @@ class Node:
                              None if cfg.max_series_mb is None else int(cfg.max_series_mb * 1e6), fsync=cfg.fsync)
         self.options = replace(cfg.options, dicom=True, progress=False, force=False, max_inputs=None,
                                workers=0, scheduler=None)
-        self.sender = (Sender(self.out, cfg.send_to, cfg.ae_title, cfg.send_tls, backoff=cfg.send_backoff)
+        self.tls = cfg.tls.server_context() if isinstance(cfg.tls, TLSFiles) else cfg.tls
+        send_tls = cfg.send_tls.client_context() if isinstance(cfg.send_tls, TLSFiles) else cfg.send_tls
+        self.sender = (Sender(self.out, cfg.send_to, cfg.ae_title, send_tls, backoff=cfg.send_backoff)
                        if cfg.send_to else None)
         self.jobs: dict[str, Job] = {}
         self.listening: Listening | None = None
@@ -114,7 +173,7 @@ class Node:
             self._lock.acquire()
         except Timeout:
             self._lock = None
-            raise NodeInUse(self.out) from None
+            raise NodeInUse(self.out, self.out / NODE_LOCK) from None
         try:
             for a in self.intake.recover():
                 log_event("series-recovered", series=a.series_uid, instances=a.instances,
@@ -125,13 +184,13 @@ class Node:
             self.predictor = model if isinstance(model, Predictor) else Predictor(
                 model, self.options.device, postprocess=self.options.postprocess)
             scp = StorageSCP(self.intake, self.cfg.ae_title, self.cfg.allow)
-            self.listening = scp.start(self.cfg.host, self.cfg.port, self.cfg.tls)
+            self.listening = scp.start(self.cfg.host, self.cfg.port, self.tls)
         except BaseException:
             self._lock.release()
             self._lock = None
             raise
         log_event("listening", ae=self.cfg.ae_title, host=self.cfg.host, port=self.listening.port,
-                  tls="yes" if self.cfg.tls else "no", allow=",".join(self.cfg.allow) if self.cfg.allow else "any",
+                  tls="yes" if self.tls else "no", allow=",".join(self.cfg.allow) if self.cfg.allow else "any",
                   send_to=str(self.cfg.send_to) if self.cfg.send_to else "none", out=str(self.out),
                   series_timeout_s=self.cfg.series_timeout, model=self.predictor.path.name)
         return self.listening.port

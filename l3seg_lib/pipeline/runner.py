@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from l3seg_lib.config import load_params
+from l3seg_lib.errors import PipelineError
 from l3seg_lib.pipeline.runs import Run, create_run, n_test_patients, open_run, smoke_test_banner
 
 NOTEBOOKS = ("01_preprocess", "02_train", "03_optimize", "04_evaluate", "05_visualize")
@@ -26,10 +27,6 @@ TITLES = {
     "04_evaluate": "4. Evaluation on held-out test patients",
     "05_visualize": "5. Pictures: overlays, Dice, areas, Bland-Altman",
 }
-
-
-class PipelineError(RuntimeError):
-    """A notebook failed; the message names the notebook and the cell."""
 
 
 def _failing_cell(notebook: Path) -> str:

@@ -17,7 +17,7 @@ from torch import nn
 
 from l3seg_lib import __version__
 from l3seg_lib.config import Params
-from l3seg_lib.inference.model_file import ModelSpec, params_sha256, read_metadata  # noqa: F401 (params_sha256 re-exported)
+from l3seg_lib.inference.model_file import ModelSpec, read_metadata
 from l3seg_lib.tissues import CLASS_NAMES
 from l3seg_lib.training.network import build_model
 

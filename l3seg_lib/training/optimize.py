@@ -35,14 +35,11 @@ from tqdm import tqdm
 
 from l3seg_lib.config import Params, save_params
 from l3seg_lib.dask_client import dask_client
+from l3seg_lib.errors import ResumeError
 from l3seg_lib.tissues import TISSUES
 
 TRIALS_FILE = "trials.jsonl"
 BEST_PARAMS_FILE = "best_params.yaml"
-
-
-class ResumeError(RuntimeError):
-    """The trial log does not belong to this search (other bounds, seed or settings)."""
 
 
 def apply_point(params: Params, point: dict[str, float]) -> Params:
