@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from helpers import body_phantom, write_dicom
 
-from l3seg_lib.imageio.ct import CTImage, CTVolume, ImageMeta, slice_as_volume
+from l3seg_lib.imageio.ct import Acquisition, CTImage, CTVolume, ImageMeta, slice_as_volume
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.result import COLUMNS, OPTIONAL, InputResult, SliceResult
@@ -40,11 +40,13 @@ def test_spacing_comes_from_the_affine_and_must_agree_with_it():
 
 def test_calibration_and_metadata_survive_slicing():
     img = CTImage(np.zeros((4, 4), np.float32), spacing_mm=(1.0, 1.0), source="x.png", hu_calibrated=False,
-                  meta={"png_window_hu": [-200.0, 800.0], "PatientSex": "F"})
+                  meta=ImageMeta(png_window_hu=[-200.0, 800.0], acquisition=Acquisition(patient_sex="F")))
     vol = slice_as_volume(img)
     assert vol.meta.hu_calibrated is False and vol.slice(0).hu_calibrated is False  # no patching after slice()
     assert vol.meta.png_window_hu == [-200.0, 800.0] and vol.meta.acquisition.patient_sex == "F"
-    assert vol.meta.get("PatientSex") == "F" and "KVP" not in vol.meta and dict(vol.meta)["png_window_hu"]
+    assert vol.meta.acquisition.kvp is None
+    with pytest.raises(TypeError, match="must be an ImageMeta"):  # one kind of metadata: no mapping
+        CTImage(img.hu, spacing_mm=(1.0, 1.0), source="x.png", meta={"PatientSex": "F"})
     meta = ImageMeta(source_files=["a.dcm", "b.dcm"], datasets=[None, None])
     assert meta.copy(1).source_files == ["b.dcm"] and meta.file_of(1) == "b.dcm" and meta.file_of(5) == ""
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from l3seg_lib.imageio.ct import ImageMeta
 from l3seg_lib.preprocessing.geometry import body_mask, fill_holes
 
 ENTROPY_THRESHOLD = 0.35
@@ -51,8 +52,8 @@ class SliceContext:
     labels: np.ndarray
     probs: np.ndarray | None
     spacing_mm: tuple[float, float]
-    meta: dict[str, Any]
-    """DICOM attributes of the image (KVP, SliceThickness, ContrastBolusAgent, ...)."""
+    meta: ImageMeta
+    """What is known of the image (its DICOM acquisition fields: KVP, SliceThickness, ContrastBolusAgent, ...)."""
     measures: dict[str, Any]
     """Areas, densities and SMI (from composition.measure_slice and assess)."""
     level: dict[str, Any]
@@ -95,7 +96,7 @@ def body_cut_by_field_of_view(c: SliceContext) -> str | None:
 
 def iv_contrast(c: SliceContext) -> str | None:
     """IV contrast: the DICOM header says so, or a bright round vessel (the aorta) is seen."""
-    agent = str(c.meta.get("ContrastBolusAgent", "") or "").strip()
+    agent = str(c.meta.acquisition.contrast_agent or "").strip()
     why = []
     if agent and agent.upper() not in ("NONE", "NO", "N", "0"):
         why.append(f"ContrastBolusAgent '{agent}'")
@@ -131,7 +132,7 @@ def _bright_round_vessel(c: SliceContext) -> float | None:
 
 def tube_voltage(c: SliceContext) -> str | None:
     """Flag when the tube voltage (KVP) is known and not 120 kVp, the voltage of the published cut-offs."""
-    kvp = c.meta.get("KVP")
+    kvp = c.meta.acquisition.kvp
     try:
         value = float(kvp)
     except (TypeError, ValueError):
@@ -145,7 +146,7 @@ def tube_voltage(c: SliceContext) -> str | None:
 def slice_thickness(c: SliceContext) -> str | None:
     """Flag when the slice thickness is known and above 5 mm."""
     try:
-        value = float(c.meta.get("SliceThickness"))
+        value = float(c.meta.acquisition.slice_thickness)
     except (TypeError, ValueError):
         return None
     if value <= 5.0:
