@@ -14,6 +14,8 @@ import numpy as np
 from scipy import ndimage
 
 from l3seg_lib.imageio.ct import ImageMeta
+from l3seg_lib.localize.l3 import Confidence
+from l3seg_lib.measurement.result import LevelSource
 from l3seg_lib.preprocessing.geometry import body_mask, fill_holes
 
 ENTROPY_THRESHOLD = 0.35
@@ -339,7 +341,7 @@ def low_confidence(c: SliceContext) -> str | None:
 def l3_uncertain(c: SliceContext) -> str | None:
     """Flag when L3 was located with less than high confidence (with the localiser's notes)."""
     confidence = c.level.get("l3_confidence")
-    if confidence in (None, "", "high"):
+    if confidence in (None, "", Confidence.HIGH):
         return None
     notes = c.level.get("l3_notes") or ""
     return f"L3 found with {confidence} confidence" + (f": {notes}" if notes else "")
@@ -349,7 +351,7 @@ def level_not_verified(c: SliceContext) -> str | None:
     """A slice measured as given (a single slice, or every slice of a short input): nothing
     checked that it lies at L3 (the localiser needs a whole series; a manifest's ``slice_index``
     vouches for the level)."""
-    if c.level.get("level_source") != "as given (level not checked)":
+    if c.level.get("level_source") != LevelSource.AS_GIVEN:
         return None
     n = c.level.get("input_slices")
     given = ("a single slice was given" if n in (None, 1) else
