@@ -202,14 +202,14 @@ def _rebuild(volume: CTVolume, hu: np.ndarray, affine: np.ndarray, tag: str) -> 
     spacing, slice ids and locations follow from them."""
     zooms = voxel_sizes(affine)
     n = hu.shape[0]
-    name = volume.meta.get("variant")
+    name = volume.meta.extra.get("variant")
     tag = f"{name} + {tag}" if name else tag
     return replace(
         volume, hu=np.ascontiguousarray(hu, dtype=np.float32), affine=affine,
         spacing_mm=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
         slice_ids=[f"{volume.patient_id}_v_z{k:03d}" for k in range(n)],
         slice_locations_mm=[float((affine @ np.array([0.0, 0.0, k, 1.0]))[2]) for k in range(n)],
-        stored_transform=None, meta={**volume.meta, "variant": tag},
+        stored_transform=None, meta=replace(volume.meta, extra={**volume.meta.extra, "variant": tag}),
     )
 
 
@@ -525,7 +525,7 @@ def through_nifti(volume: CTVolume, labels: np.ndarray, flip: tuple[int, ...] = 
         lab = read_mask_for(paths[1], back, "labels").astype(labels.dtype)
     tag = f"stored flipped {flip}" if flip else ""
     tag += (", " if tag else "") + (f"stored axes {permute}" if permute != (0, 1, 2) else "")
-    out = replace(back, patient_id=volume.patient_id, source=volume.source, meta=dict(volume.meta))
+    out = replace(back, patient_id=volume.patient_id, source=volume.source, meta=volume.meta)
     return _rebuild(out, back.hu, back.affine, f"NIfTI {tag or 'as stored'}"), lab
 
 

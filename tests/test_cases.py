@@ -14,6 +14,7 @@ from l3seg_lib.data.cases import iter_manifest
 from l3seg_lib.data.clinical import clinical_for, read_clinical
 from l3seg_lib.data.manifest import read_manifest
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.imageio.ct import Acquisition, ImageMeta
 from l3seg_lib.imageio.dicom import read_dicom
 from l3seg_lib.imageio.nifti import write_nifti_labels
 
@@ -118,7 +119,7 @@ def test_clinical_csv(tmp_path):
     assert df.loc["A", "sex"] == "M" and df.loc["A", "height_m"] == pytest.approx(1.8)
     assert df.loc["A", "bmi"] == pytest.approx(25.0)
     assert df.loc["B", "bmi"] is None
-    b = clinical_for("B", df, {"PatientWeight": "64"})
+    b = clinical_for("B", df, ImageMeta(acquisition=Acquisition(patient_weight="64")))
     assert b["weight_kg"] == 64.0 and b["bmi"] == pytest.approx(25.0)  # DICOM weight fills the gap
     assert b["weight_source"] == "PatientWeight 64 kg" and b["height_source"] == "clin.csv height_cm 160 cm"
     c = clinical_for("C", df)

@@ -8,6 +8,7 @@ import pytest
 from helpers import body_phantom, write_dicom
 
 from l3seg_lib import phantom
+from l3seg_lib.imageio.ct import ImageMeta, acquisition_from_keywords
 from l3seg_lib.imageio.labels import remap_labels
 from l3seg_lib.measurement import flags
 from l3seg_lib.measurement.flags import SliceContext, review_flags
@@ -26,7 +27,8 @@ def _ctx(hu, labels, spacing, probs=None, meta=None, measures=None, level=None):
     if probs is None:
         probs = np.stack([(labels == k).astype(np.float32) for k in range(4)])
     good = {"sma_refined_cm2": 150.0, "muscle_refined_hu_mean": 40.0, "smi_cm2_m2": 50.0}
-    return SliceContext(hu, labels, probs, spacing, meta or {"KVP": "120", "SliceThickness": "3"},
+    acquisition = acquisition_from_keywords(meta or {"KVP": "120", "SliceThickness": "3"})
+    return SliceContext(hu, labels, probs, spacing, ImageMeta(acquisition=acquisition),
                         {**good, **(measures or {})}, level or {"l3_confidence": "high"})
 
 

@@ -25,6 +25,7 @@ from l3seg_lib.data.cases import iter_manifest
 from l3seg_lib.data.clinical import clinical_for
 from l3seg_lib.data.manifest import read_manifest
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.imageio.ct import ImageMeta, acquisition_from_keywords
 from l3seg_lib.imageio.dicom import SERIES_RULE, read_dicom, read_dicom_series
 from l3seg_lib.imageio.nifti import write_nifti_labels
 from l3seg_lib.imageio.reader import read_image
@@ -85,6 +86,11 @@ def test_padding_range_limit(tmp_path, hu):
 # patient variables
 
 
+def _meta(**keywords: str) -> ImageMeta:
+    """Image metadata with the DICOM acquisition fields ``keywords``."""
+    return ImageMeta(acquisition=acquisition_from_keywords(keywords))
+
+
 @pytest.mark.parametrize("size, weight, height_m, note", [
     ("1.75", "70", 1.75, "PatientSize 1.75 m"),
     ("175", "70", 1.75, "PatientSize 175 read as cm"),
@@ -92,8 +98,7 @@ def test_padding_range_limit(tmp_path, hu):
     ("1.75", "70000", 1.75, "PatientSize 1.75 m"),
 ])
 def test_patient_size_units(size, weight, height_m, note):
-    clin = clinical_for("P", None, {"PatientSex": "M", "PatientSize": size, "PatientWeight": weight,
-                                    "PatientAge": "000Y"})
+    clin = clinical_for("P", None, _meta(PatientSex="M", PatientSize=size, PatientWeight=weight, PatientAge="000Y"))
     assert clin["height_m"] == (None if height_m is None else pytest.approx(height_m))
     assert clin["height_source"].startswith(note)
     assert clin["age"] is None and "placeholder" in clin["age_source"]
@@ -103,10 +108,10 @@ def test_patient_size_units(size, weight, height_m, note):
 
 def test_no_verdict_from_a_rejected_height():
     measures = {"sma_refined_cm2": 150.0, "muscle_refined_hu_mean": 40.0, "vat_refined_cm2": 80.0}
-    wrong = assess(measures, clinical_for("P", None, {"PatientSex": "M", "PatientSize": "17500", "PatientWeight": "70"}))
+    wrong = assess(measures, clinical_for("P", None, _meta(PatientSex="M", PatientSize="17500", PatientWeight="70")))
     assert wrong["smi_cm2_m2"] is None and wrong["sarcopenia"] == "not computable"
     assert "PatientSize 17500 not used" in wrong["sarcopenia_reason"]
-    cm = assess(measures, clinical_for("P", None, {"PatientSex": "M", "PatientSize": "175", "PatientWeight": "70"}))
+    cm = assess(measures, clinical_for("P", None, _meta(PatientSex="M", PatientSize="175", PatientWeight="70")))
     assert cm["smi_cm2_m2"] == pytest.approx(150 / 1.75**2, abs=0.01) and cm["sarcopenia"] == "no"
     assert cm["height_source"] == "PatientSize 175 read as cm"
 
@@ -144,7 +149,7 @@ def _messy_folder(folder, hu):
 def test_series_folder_skips_localizer_dose_report_and_secondary_capture(tmp_path, hu):
     vol = read_dicom_series(_messy_folder(tmp_path / "s", hu))
     assert vol.hu.shape == (3, 64, 64)
-    reasons = {s["file"]: s["reason"] for s in vol.meta["skipped"]}
+    reasons = {s["file"]: s["reason"] for s in vol.meta.skipped}
     assert "localizer" in reasons["scout.dcm"]
     assert "dose report" in reasons["dose.dcm"]
     assert "secondary capture" in reasons["capture.dcm"]
@@ -156,8 +161,8 @@ def test_several_eligible_series_choose_by_rule(tmp_path, hu):
             SliceThickness="1")
     _series(folder, hu, "1.2.3.100", ConvolutionKernel="B30f", SeriesNumber=2, SeriesDescription="Abdomen 3mm")
     vol = read_dicom_series(folder)
-    assert vol.meta["SeriesInstanceUID"] == "1.2.3.100" and vol.meta["ConvolutionKernel"] == "B30f"
-    other = [s for s in vol.meta["skipped"] if "another eligible series" in s["reason"]]
+    assert vol.meta.series_uid == "1.2.3.100" and vol.meta.acquisition.convolution_kernel == "B30f"
+    other = [s for s in vol.meta.skipped if "another eligible series" in s["reason"]]
     assert len(other) == 3 and all("Bone 1mm" in o["reason"] and SERIES_RULE in o["reason"] for o in other)
     assert sorted(o["file"] for o in other) == [".200_0.dcm", ".200_1.dcm", ".200_2.dcm"]  # each file named
 
@@ -168,13 +173,13 @@ def test_duplicates_uneven_spacing_and_tilt_are_reported(tmp_path, hu):
         write_dicom(folder / f"{k}.dcm", hu, position=(-100, -120, z), series_uid="1.2.5", InstanceNumber=k + 1)
     vol = read_dicom_series(folder)
     assert vol.n_slices == 3
-    notes = " | ".join(vol.meta["series_notes"])
+    notes = " | ".join(vol.meta.series_notes)
     assert "duplicate positions left out" in notes and "uneven slice spacing 3.00-6.00 mm" in notes
-    assert any(s["file"] == "2.dcm" and "duplicate" in s["reason"] for s in vol.meta["skipped"])
+    assert any(s["file"] == "2.dcm" and "duplicate" in s["reason"] for s in vol.meta.skipped)
     tilted = tmp_path / "tilt"
     for k in range(3):  # the table moves 3 mm per slice while the gantry is tilted: rows shift 0.5 mm
         write_dicom(tilted / f"{k}.dcm", hu, position=(-100, -120 + 0.5 * k, 3.0 * k), series_uid="1.2.6")
-    assert any("gantry tilt 9.5 degrees" in n for n in read_dicom_series(tilted).meta["series_notes"])
+    assert any("gantry tilt 9.5 degrees" in n for n in read_dicom_series(tilted).meta.series_notes)
 
 
 def test_enhanced_multiframe_ct_reads_like_its_series(tmp_path, hu):

@@ -27,7 +27,7 @@ def test_dicom_hu_spacing_and_meta(tmp_path, hu):
     assert img.spacing_mm == pytest.approx((0.8, 0.7))  # (row, col) as in PixelSpacing
     assert img.pixel_area_cm2 == pytest.approx(0.8 * 0.7 / 100)
     assert img.patient_id == "P001"
-    assert img.meta["PatientSex"] == "F" and img.meta["PatientSize"] == "1.65"  # as written; read by data.clinical
+    assert img.meta.acquisition.patient_sex == "F" and img.meta.acquisition.patient_size == "1.65"  # as written; read by data.clinical
 
 
 def test_dicom_rescale_slope_and_intercept(tmp_path, hu):

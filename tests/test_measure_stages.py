@@ -3,11 +3,15 @@ stages' typed result (SliceResult = the CSV columns), no import cycle."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import re
 import subprocess
 import sys
+import typing
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,10 +19,20 @@ import pydicom
 import pytest
 from helpers import body_phantom, write_dicom
 
-from l3seg_lib.imageio.ct import CTImage, CTVolume, ImageMeta, slice_as_volume
+from l3seg_lib.imageio.ct import Acquisition, CTImage, CTVolume, ImageMeta, slice_as_volume
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
-from l3seg_lib.measurement.result import COLUMNS, OPTIONAL, InputResult, SliceResult
+from l3seg_lib.measurement.composition import Answer
+from l3seg_lib.measurement.result import (
+    CODED,
+    COLUMNS,
+    OPTIONAL,
+    InputResult,
+    InputStatus,
+    LevelSource,
+    MeasureResult,
+    SliceResult,
+)
 
 SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
 """MeasureOptions lowered to the floor for the small test phantoms (64 px of 0.7-0.8 mm), below the
@@ -40,11 +54,13 @@ def test_spacing_comes_from_the_affine_and_must_agree_with_it():
 
 def test_calibration_and_metadata_survive_slicing():
     img = CTImage(np.zeros((4, 4), np.float32), spacing_mm=(1.0, 1.0), source="x.png", hu_calibrated=False,
-                  meta={"png_window_hu": [-200.0, 800.0], "PatientSex": "F"})
+                  meta=ImageMeta(png_window_hu=[-200.0, 800.0], acquisition=Acquisition(patient_sex="F")))
     vol = slice_as_volume(img)
     assert vol.meta.hu_calibrated is False and vol.slice(0).hu_calibrated is False  # no patching after slice()
     assert vol.meta.png_window_hu == [-200.0, 800.0] and vol.meta.acquisition.patient_sex == "F"
-    assert vol.meta.get("PatientSex") == "F" and "KVP" not in vol.meta and dict(vol.meta)["png_window_hu"]
+    assert vol.meta.acquisition.kvp is None
+    with pytest.raises(TypeError, match="must be an ImageMeta"):  # one kind of metadata: no mapping
+        CTImage(img.hu, spacing_mm=(1.0, 1.0), source="x.png", meta={"PatientSex": "F"})
     meta = ImageMeta(source_files=["a.dcm", "b.dcm"], datasets=[None, None])
     assert meta.copy(1).source_files == ["b.dcm"] and meta.file_of(1) == "b.dcm" and meta.file_of(5) == ""
 
@@ -91,8 +107,24 @@ def test_slice_result_fields_are_the_csv_columns_in_order(tmp_path, tiny_model):
     assert sr.to_row().keys() == row.keys()
     with pytest.raises(KeyError, match="not columns"):
         sr.update({"no_such_column": 1})
-    back = InputResult.from_dict(InputResult("x", rows=[sr]).to_dict())
+    back = InputResult.from_dict(json.loads(json.dumps(InputResult("x", rows=[sr]).to_dict())))  # as the ledger keeps it
     assert isinstance(back.rows[0], SliceResult) and back.rows[0].slice_index == sr.slice_index
+    assert back.status is InputStatus.MEASURED and back.rows[0].level_source is LevelSource.AS_GIVEN
+    assert isinstance(back.rows[0].sarcopenia, Answer) and str(back.rows[0].sarcopenia) == row["sarcopenia"]
+    assert res.inputs_measured == 1 and res.inputs_not_measured == 0  # declared fields, filled by write_outputs
+
+
+def test_what_travels_between_stages_is_typed():
+    """No column is typed Any; coded values are enums whose text is the table's; the image metadata
+    is read by attribute only."""
+    hints = typing.get_type_hints(SliceResult)
+    assert not [n for n, t in hints.items() if t is typing.Any], "SliceResult fields typed Any"
+    for name, code in CODED.items():
+        assert code in typing.get_args(hints[name]), name
+    assert str(LevelSource.AS_GIVEN) == f"{LevelSource.AS_GIVEN}" == "as given (level not checked)"
+    assert Answer.of(None) == "not computable" and Answer.of(True) is Answer.YES
+    assert not isinstance(ImageMeta(), Mapping)
+    assert {f.name for f in dataclasses.fields(MeasureResult)} >= {"inputs_measured", "inputs_not_measured"}
 
 
 def test_no_import_cycle_in_the_measurement_modules():

@@ -40,7 +40,7 @@ def test_files_load_through_the_dicom_path(generated):
         assert case.image.hu.shape == case.mask.shape == (512, 512)
         assert 0.6 <= case.image.spacing_mm[0] <= 1.0
         assert set(np.unique(case.mask)) == {0, 1, 2, 3}
-        assert case.image.meta["PatientSex"] in ("M", "F")
+        assert case.image.meta.acquisition.patient_sex in ("M", "F")
     names = {d.value: d.name for d in read_itksnap_labels(generated / "labels.txt")}
     assert names[phantom.labels.SAT] == "subcutaneous fat"
 

@@ -8,7 +8,7 @@ from helpers import body_phantom
 
 from l3seg_lib.config import PreprocessConfig
 from l3seg_lib.data.cases import Case
-from l3seg_lib.imageio.ct import CTImage
+from l3seg_lib.imageio.ct import Acquisition, CTImage, ImageMeta
 from l3seg_lib.preprocessing.geometry import (
     image_to_model,
     labels_to_original,
@@ -69,7 +69,7 @@ def test_image_padding_is_air_and_inverse_mapping():
 def test_export_processed_round_trip(tmp_path):
     hu, mask = body_phantom(96, 80)
     img = CTImage(hu=hu, spacing_mm=(0.9, 0.9), patient_id="P1", slice_id="s1", source="x.dcm",
-                  meta={"PatientSex": "M", "PatientSize": "1.8"})
+                  meta=ImageMeta(acquisition=Acquisition(patient_sex="M", patient_size="1.8")))
     cfg = PreprocessConfig(image_size=64, pixel_mm=None)  # whole-image mode
     df = export_processed([Case(img, mask, "m.nii.gz")], tmp_path, cfg)
     assert list(df["case_id"]) == ["P1__s1"]

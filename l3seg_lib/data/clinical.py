@@ -21,6 +21,7 @@ import pandas as pd
 
 from l3seg_lib.data.manifest import is_blank
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.imageio.ct import ImageMeta
 
 HEIGHT_RANGE_M = (1.0, 2.5)
 WEIGHT_RANGE_KG = (20.0, 350.0)
@@ -188,7 +189,7 @@ def read_clinical(path: str | Path) -> pd.DataFrame:
     return out
 
 
-def clinical_for(patient_id: str, clinical: pd.DataFrame | None, image_meta: dict[str, Any] | None = None
+def clinical_for(patient_id: str, clinical: pd.DataFrame | None, image_meta: ImageMeta | None = None
                  ) -> dict[str, Any]:
     """Clinical variables of one patient: the CSV (:func:`read_clinical`) first, then DICOM
     PatientSex, PatientAge, PatientSize (m) and PatientWeight (kg), each through the
@@ -198,7 +199,7 @@ def clinical_for(patient_id: str, clinical: pd.DataFrame | None, image_meta: dic
     guessed) and ``age_source, height_source, weight_source, bmi_source`` saying where each
     value came from, any conversion, or why it was not used.
     """
-    meta = image_meta or {}
+    dicom = (image_meta or ImageMeta()).acquisition
     row: dict[str, Any] = {}
     if clinical is not None and patient_id in clinical.index:
         row = {k: (None if is_blank(v) else v) for k, v in clinical.loc[patient_id].to_dict().items()}
@@ -218,10 +219,10 @@ def clinical_for(patient_id: str, clinical: pd.DataFrame | None, image_meta: dic
                 passed.append(r.source)
         return Reading(None, "; ".join(passed))
 
-    sex = row.get("sex") or read_sex(meta.get("PatientSex"))
-    age = first(csv("age"), read_age(meta.get("PatientAge"), "PatientAge"))
-    height = first(csv("height_m"), read_height(meta.get("PatientSize"), "PatientSize", "m"))
-    weight = first(csv("weight_kg"), read_weight(meta.get("PatientWeight"), "PatientWeight"))
+    sex = row.get("sex") or read_sex(dicom.patient_sex)
+    age = first(csv("age"), read_age(dicom.patient_age, "PatientAge"))
+    height = first(csv("height_m"), read_height(dicom.patient_size, "PatientSize", "m"))
+    weight = first(csv("weight_kg"), read_weight(dicom.patient_weight, "PatientWeight"))
     bmi = csv("bmi")
     if bmi.value is None and height.value is not None and weight.value is not None:
         computed = read_bmi(weight.value / height.value ** 2, "weight / height²")

@@ -17,7 +17,7 @@ from l3seg_lib.metrics import (
     slice_metrics,
 )
 from l3seg_lib.inference.predictor import Predictor
-from l3seg_lib.measurement.composition import assess, measure_slice
+from l3seg_lib.measurement.composition import Answer, assess, measure_slice
 from l3seg_lib.preprocessing.processed import load_arrays
 from l3seg_lib.tissues import TISSUES
 
@@ -84,11 +84,11 @@ def verdict_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """How often the verdict from the predicted mask equals the one from the reference mask."""
     rows = []
     for v in VERDICTS:
-        both = df[(df[f"{v}_true"] != "not computable") & (df[f"{v}_pred"] != "not computable")]
+        both = df[(df[f"{v}_true"] != Answer.NOT_COMPUTABLE) & (df[f"{v}_pred"] != Answer.NOT_COMPUTABLE)]
         rows.append({"finding": v.replace("_", " "), "slices": len(both),
                      "agreement": float((both[f"{v}_true"] == both[f"{v}_pred"]).mean()) if len(both) else np.nan,
-                     "positive (reference)": int((both[f"{v}_true"] == "yes").sum()),
-                     "positive (model)": int((both[f"{v}_pred"] == "yes").sum())})
+                     "positive (reference)": int((both[f"{v}_true"] == Answer.YES).sum()),
+                     "positive (model)": int((both[f"{v}_pred"] == Answer.YES).sum())})
     return pd.DataFrame(rows).set_index("finding")
 
 

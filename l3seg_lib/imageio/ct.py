@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import InitVar, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +69,20 @@ ACQUISITION_KEYWORDS = {"PatientSex": "patient_sex", "PatientAge": "patient_age"
                         "SliceThickness": "slice_thickness", "ContrastBolusAgent": "contrast_agent",
                         "ContrastBolusRoute": "contrast_route", "ImageType": "image_type"}
 """DICOM keyword -> :class:`Acquisition` field."""
-_FIELD_KEYS = {"files": "source_files", "SeriesInstanceUID": "series_uid", "series_notes": "series_notes",
-               "skipped": "skipped", "hu_calibrated": "hu_calibrated", "png_window_hu": "png_window_hu"}
-"""Mapping keys (the names of the former free ``meta`` dict) -> :class:`ImageMeta` fields."""
+
+
+def acquisition_from_keywords(values: Mapping[str, str]) -> Acquisition:
+    """An :class:`Acquisition` from values named by their DICOM keywords (:data:`ACQUISITION_KEYWORDS`)."""
+    unknown = set(values) - set(ACQUISITION_KEYWORDS)
+    if unknown:
+        raise KeyError(f"not acquisition keywords: {sorted(unknown)}")
+    return Acquisition(**{ACQUISITION_KEYWORDS[k]: v for k, v in values.items()})
 
 
 @dataclass
-class ImageMeta(Mapping):
-    """What is known of an image besides its pixels and geometry.
-
-    Also readable as a mapping by the DICOM keywords of :data:`ACQUISITION_KEYWORDS` and the
-    names ``files``, ``SeriesInstanceUID``, ``series_notes``, ``skipped``, ``hu_calibrated``,
-    ``png_window_hu`` (what :func:`l3seg_lib.data.clinical.clinical_for` and the review flags read);
-    keys whose value is unknown are absent.
-    """
+class ImageMeta:
+    """What is known of an image besides its pixels and geometry, read by attribute (the DICOM
+    acquisition fields under :attr:`acquisition`)."""
 
     source_files: list[str] | None = None
     """Per slice, the single-frame DICOM file it came from (``""`` for a frame of a multi-frame file)."""
@@ -101,16 +101,6 @@ class ImageMeta(Mapping):
     png_window_hu: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else (e.g. ``variant`` of the localiser's validation volumes)."""
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> ImageMeta:
-        """From the names of the mapping view (or another ImageMeta: a copy)."""
-        if isinstance(values, ImageMeta):
-            return values.copy()
-        meta = cls()
-        for key, value in (values or {}).items():
-            meta[key] = value
-        return meta
 
     def copy(self, index: int | None = None) -> ImageMeta:
         """A copy (lists copied); with ``index``, the per-slice lists narrowed to that slice."""
@@ -136,40 +126,6 @@ class ImageMeta(Mapping):
         datasets = self.datasets or []
         return datasets[index] if index < len(datasets) else None
 
-    # -- mapping view --
-
-    def _get(self, key: str) -> Any:
-        """Value of ``key``: an acquisition field, a typed field, or an extra entry (None when absent)."""
-        if key in ACQUISITION_KEYWORDS:
-            return getattr(self.acquisition, ACQUISITION_KEYWORDS[key])
-        if key in _FIELD_KEYS:
-            return getattr(self, _FIELD_KEYS[key])
-        return self.extra.get(key)
-
-    def __getitem__(self, key: str) -> Any:
-        """Value of ``key``; KeyError when it is absent (None)."""
-        value = self._get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        """Keys that have a value (acquisition fields, typed fields, extra entries)."""
-        return (k for k in (*ACQUISITION_KEYWORDS, *_FIELD_KEYS, *self.extra) if self._get(k) is not None)
-
-    def __len__(self) -> int:
-        """Number of keys that have a value."""
-        return sum(1 for _ in self)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        """Set ``key`` on the acquisition record, a typed field or the extra entries."""
-        if key in ACQUISITION_KEYWORDS:
-            setattr(self.acquisition, ACQUISITION_KEYWORDS[key], value)
-        elif key in _FIELD_KEYS:
-            setattr(self, _FIELD_KEYS[key], value)
-        else:
-            self.extra[key] = value
-
 
 def spacing_from_affine(affine: np.ndarray, n_axes: int) -> tuple[float, ...]:
     """Voxel size (mm) of the canonical (col, row, z) affine in array order: (z, row, col) for a
@@ -193,35 +149,50 @@ def _geometry(affine: np.ndarray | None, spacing: tuple[float, ...] | None, n_ax
     return affine
 
 
-@dataclass
+@dataclass(init=False)
 class CTImage:
     """One axial CT slice.
 
     ``hu`` is float32 HU with shape (rows, cols) in canonical orientation; ``affine`` maps
-    (col, row, 0) indices to RAS mm; ``spacing_mm`` (row spacing, column spacing, mm) is derived
-    from it. ``hu_calibrated`` lives in :attr:`meta` (given here, it is stored there).
+    (col, row, 0) indices to RAS mm; :attr:`spacing_mm` (row spacing, column spacing, mm) is derived
+    from it: a spacing given to the constructor builds an axis-aligned affine when none is given,
+    and must agree with a given one. ``hu_calibrated`` lives in :attr:`meta` (given here, it is
+    stored there).
     """
 
     hu: np.ndarray
-    spacing_mm: InitVar[tuple[float, float] | None] = None
-    patient_id: str = ""
-    slice_id: str = ""
-    source: str = ""
-    affine: np.ndarray | None = None
-    slice_location_mm: float | None = None
-    hu_calibrated: InitVar[bool | None] = None
-    stored_transform: np.ndarray | None = None
+    patient_id: str
+    slice_id: str
+    source: str
+    affine: np.ndarray
+    slice_location_mm: float | None
+    stored_transform: np.ndarray | None
     """nibabel orientation transform from the file's stored pixel order to canonical order;
     used to bring masks stored in the same pixel order (PNG, Slice-O-Matic .tag) into line."""
-    meta: ImageMeta = field(default_factory=ImageMeta)
+    meta: ImageMeta
 
-    def __post_init__(self, spacing_mm, hu_calibrated):
-        """Resolve the affine (from ``spacing_mm`` when none is given), type the metadata and store
-        ``hu_calibrated`` in it."""
-        self.affine = _geometry(self.affine, spacing_mm, 2, self.source)
-        self.meta = ImageMeta.from_mapping(self.meta)
+    def __init__(self, hu: np.ndarray, spacing_mm: tuple[float, float] | None = None, patient_id: str = "",
+                 slice_id: str = "", source: str = "", affine: np.ndarray | None = None,
+                 slice_location_mm: float | None = None, hu_calibrated: bool | None = None,
+                 stored_transform: np.ndarray | None = None, meta: ImageMeta | None = None):
+        """A slice of ``hu`` with the geometry of ``affine`` (or, without one, of ``spacing_mm``);
+        ``meta`` is copied, ``hu_calibrated`` (when given) stored in the copy."""
+        self.hu, self.patient_id, self.slice_id, self.source = hu, patient_id, slice_id, source
+        self.affine = _geometry(affine, spacing_mm, 2, source)
+        self.slice_location_mm, self.stored_transform = slice_location_mm, stored_transform
+        self.meta = _own_meta(meta, source)
         if hu_calibrated is not None:
             self.meta.hu_calibrated = bool(hu_calibrated)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float]:
+        """(row, col) spacing in mm, from the affine."""
+        return spacing_from_affine(self.affine, 2)  # type: ignore[return-value]
+
+    @property
+    def hu_calibrated(self) -> bool:
+        """False when HU were reconstructed from an 8-bit windowed PNG (kept in :attr:`meta`)."""
+        return self.meta.hu_calibrated
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -249,10 +220,13 @@ class CTImage:
         return np.ascontiguousarray(out[:, :, 0].T)
 
 
-CTImage.spacing_mm = property(lambda self: spacing_from_affine(self.affine, 2),  # type: ignore[assignment]
-                              doc="(row, col) spacing in mm, from the affine.")
-CTImage.hu_calibrated = property(lambda self: self.meta.hu_calibrated,  # type: ignore[assignment]
-                                 doc="False when HU were reconstructed from an 8-bit windowed PNG.")
+def _own_meta(meta: ImageMeta | None, source: str) -> ImageMeta:
+    """An image's own copy of ``meta`` (a new one when None); TypeError for anything else."""
+    if meta is None:
+        return ImageMeta()
+    if not isinstance(meta, ImageMeta):
+        raise TypeError(f"{source}: meta must be an ImageMeta, not {type(meta).__name__}")
+    return meta.copy()
 
 
 def invert_orientation(transform: np.ndarray) -> np.ndarray:
@@ -263,26 +237,39 @@ def invert_orientation(transform: np.ndarray) -> np.ndarray:
     return inverse
 
 
-@dataclass
+@dataclass(init=False)
 class CTVolume:
     """A stack of axial CT slices, ``hu`` shaped (z, rows, cols) in canonical orientation;
-    ``affine`` maps canonical (col, row, z) indices to RAS mm and ``spacing_mm`` ((z, row, col)
-    mm) is derived from it."""
+    ``affine`` maps canonical (col, row, z) indices to RAS mm and :attr:`spacing_mm` ((z, row, col)
+    mm) is derived from it (a spacing given to the constructor builds the affine when none is
+    given, and must agree with a given one)."""
 
     hu: np.ndarray
-    spacing_mm: InitVar[tuple[float, float, float] | None] = None
-    patient_id: str = ""
-    source: str = ""
-    affine: np.ndarray | None = None
-    slice_ids: list[str] = field(default_factory=list)
-    slice_locations_mm: list[float] = field(default_factory=list)
-    stored_transform: np.ndarray | None = None
-    meta: ImageMeta = field(default_factory=ImageMeta)
+    patient_id: str
+    source: str
+    affine: np.ndarray
+    slice_ids: list[str]
+    slice_locations_mm: list[float]
+    stored_transform: np.ndarray | None
+    meta: ImageMeta
 
-    def __post_init__(self, spacing_mm):
-        """Resolve the affine (from ``spacing_mm`` when none is given) and type the metadata."""
-        self.affine = _geometry(self.affine, spacing_mm, 3, self.source)
-        self.meta = ImageMeta.from_mapping(self.meta)
+    def __init__(self, hu: np.ndarray, spacing_mm: tuple[float, float, float] | None = None, patient_id: str = "",
+                 source: str = "", affine: np.ndarray | None = None, slice_ids: list[str] | None = None,
+                 slice_locations_mm: list[float] | None = None, stored_transform: np.ndarray | None = None,
+                 meta: ImageMeta | None = None):
+        """A volume of ``hu`` with the geometry of ``affine`` (or, without one, of ``spacing_mm``);
+        ``meta`` is copied."""
+        self.hu, self.patient_id, self.source = hu, patient_id, source
+        self.affine = _geometry(affine, spacing_mm, 3, source)
+        self.slice_ids = [] if slice_ids is None else slice_ids
+        self.slice_locations_mm = [] if slice_locations_mm is None else slice_locations_mm
+        self.stored_transform = stored_transform
+        self.meta = _own_meta(meta, source)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """(z, row, col) spacing in mm, from the affine."""
+        return spacing_from_affine(self.affine, 3)  # type: ignore[return-value]
 
     @property
     def n_slices(self) -> int:
@@ -310,9 +297,6 @@ class CTVolume:
             meta=self.meta.copy(index),
         )
 
-
-CTVolume.spacing_mm = property(lambda self: spacing_from_affine(self.affine, 3),  # type: ignore[assignment]
-                               doc="(z, row, col) spacing in mm, from the affine.")
 
 
 # --------------------------------------------------------------------------------------------

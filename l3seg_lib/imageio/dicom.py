@@ -7,7 +7,7 @@ JPEG 2000), pyjpegls (JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K), imagecode
 Extended, see :mod:`.codecs`); RLE, deflate and the uncompressed syntaxes natively.
 
 A series folder may hold more than the axial CT images: localizers (scouts), dose reports,
-secondary captures and other series are skipped and listed (``volume.meta["skipped"]``). When
+secondary captures and other series are skipped and listed (``volume.meta.skipped``). When
 several axial CT series are eligible, :func:`choose_series` picks one by a documented rule.
 Duplicate positions, uneven spacing and gantry tilt are reported in ``volume.meta.series_notes``.
 
@@ -41,6 +41,7 @@ from l3seg_lib.imageio.ct import (
     CTVolume,
     ImageMeta,
     ReadLimits,
+    acquisition_from_keywords,
     canonicalize,
     check_claimed_size,
     check_pixel_spacing,
@@ -145,10 +146,7 @@ def dicom_meta(ds: pydicom.Dataset) -> dict[str, Any]:
 
 def image_meta(ds: pydicom.Dataset, **fields: Any) -> ImageMeta:
     """Typed metadata of an image read from ``ds`` (its acquisition fields as written) and ``fields``."""
-    meta = ImageMeta(**fields)
-    for keyword, value in dicom_meta(ds).items():
-        meta[keyword] = value
-    return meta
+    return ImageMeta(acquisition=acquisition_from_keywords(dicom_meta(ds)), **fields)
 
 
 def header_only(ds: pydicom.Dataset) -> pydicom.Dataset:

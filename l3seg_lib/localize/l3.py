@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -51,8 +52,34 @@ from l3seg_lib.localize.anchors import (
 )
 from l3seg_lib.localize.spine import Spine, trace_spine
 
-FOUND, CANNOT_TELL = "found", "cannot tell"
-SACRUM, RIBS, CRESTS = "sacrum", "T12 (last ribs)", "iliac crests"
+
+
+class LocationStatus(StrEnum):
+    """Whether L3 was located (:attr:`L3Location.status`)."""
+    FOUND = "found"
+    CANNOT_TELL = "cannot tell"
+
+
+class Confidence(StrEnum):
+    """How sure the localiser is of L3 (:attr:`L3Location.confidence`; ``l3_confidence`` in
+    ``measurements.csv``)."""
+    HIGH = "high"
+    """The counts from the sacrum and from strong last ribs agree."""
+    MEDIUM = "medium"
+    """Any other agreement of two anchors, or one anchor with the others out of view (the reason in the notes)."""
+    NONE = "none"
+    """L3 not located."""
+
+
+class Anchor(StrEnum):
+    """The anchors the vertebrae are counted from (:attr:`L3Location.anchors`)."""
+    SACRUM = "sacrum"
+    RIBS = "T12 (last ribs)"
+    CRESTS = "iliac crests"
+
+
+FOUND, CANNOT_TELL = LocationStatus.FOUND, LocationStatus.CANNOT_TELL
+SACRUM, RIBS, CRESTS = Anchor.SACRUM, Anchor.RIBS, Anchor.CRESTS
 NEXT_STEP = ("to measure this series, read the level on the review picture and give the slice: "
              "l3seg predict SERIES --slices N --out DIR, or a manifest.csv beside it with columns image and "
              "slice_index")
@@ -96,7 +123,7 @@ class Vertebra:
 class L3Location:
     """Where L3 is, or why that cannot be told."""
 
-    status: str
+    status: LocationStatus
     """``found`` or ``cannot tell``."""
     reason: str
     """What was found, or why it cannot be told."""
@@ -106,14 +133,14 @@ class L3Location:
     """All slices to measure (one, or several to average)."""
     l3_range: tuple[int, int] | None = None
     """First and last slice of the L3 vertebral body."""
-    confidence: str = "none"
+    confidence: Confidence = Confidence.NONE
     """``high`` (the counts from the sacrum and from T12 agree), ``medium`` (one anchor only,
     the reason in ``notes``) or ``none``."""
-    anchors: list[str] = field(default_factory=list)
+    anchors: list[Anchor] = field(default_factory=list)
     """The anchors that agreed on the count: ``sacrum``, ``T12 (last ribs)``, ``iliac crests``."""
     vertebrae: list[Vertebra] = field(default_factory=list)
     """Every vertebra of the count (also when L3 cannot be told but a count was made)."""
-    counts: dict[str, list[Vertebra]] = field(default_factory=dict)
+    counts: dict[Anchor, list[Vertebra]] = field(default_factory=dict)
     """Vertebrae as each anchor names them, where anchors disagree (for the review picture)."""
     rib_heads: list[RibHead] = field(default_factory=list)
     """Traced rib heads (slice, side, reach)."""
@@ -246,7 +273,7 @@ def _locate(volume: CTVolume, cfg: LocalizeConfig) -> L3Location:
                       "irregular (one far from their median: a disc may have been missed or added)")
         return loc
     if inverted:
-        confidence = "medium"
+        confidence = Confidence.MEDIUM
     l3 = next(vt for vt in loc.vertebrae if vt.name == "L3" and not vt.partial)
     loc.status, loc.confidence, loc.l3_range = FOUND, confidence, (l3.z_lo, l3.z_hi)
     loc.slice_index = _measure_slice(l3, cfg, spine)
@@ -273,7 +300,7 @@ def crests_agree(crest: float | None, k3: int, discs: list[int]) -> bool | None:
 
 
 def _decide(k_sacrum: int | None, k_ribs: int | None, rib_strong: bool, crest: float | None, discs: list[int],
-            dz: float) -> tuple[int | None, list[str], str, list[str], str]:
+            dz: float) -> tuple[int | None, list[Anchor], Confidence, list[str], str]:
     """The count the anchors support: (L3's vertebra index or None, anchors that agreed, confidence,
     notes, why not). Notes and the refusal are templates filled with each anchor's why-not
     (``{sacrum}``, ``{ribs}``, ``{crests}``)."""
@@ -281,7 +308,7 @@ def _decide(k_sacrum: int | None, k_ribs: int | None, rib_strong: bool, crest: f
         return crests_agree(crest, k, discs)
 
     if k_sacrum is not None and k_ribs is not None and rib_strong and k_sacrum != k_ribs:
-        return (None, [], "none", [], "transitional anatomy suspected: counted up from the sacrum, L3 is the vertebra "
+        return (None, [], Confidence.NONE, [], "transitional anatomy suspected: counted up from the sacrum, L3 is the vertebra "
                 f"above disc {discs[k_sacrum]}; counted down from the last rib-bearing vertebra (T12, ribs on both "
                 f"sides), it is the vertebra above disc {discs[k_ribs] if 0 <= k_ribs < len(discs) else '(out of view)'}"
                 " (six or four lumbar-type vertebrae, eleven or thirteen rib pairs, or a missed disc)")
@@ -296,7 +323,7 @@ def _decide(k_sacrum: int | None, k_ribs: int | None, rib_strong: bool, crest: f
             agreed.append(CRESTS)
         if k_ribs is not None and k_ribs != k:  # weak ribs against the sacrum
             if not c:
-                return (None, [], "none", [], f"the last ribs put T12 {abs(k_ribs - k)} vertebra(e) from where the sacrum's count puts it, and "
+                return (None, [], Confidence.NONE, [], f"the last ribs put T12 {abs(k_ribs - k)} vertebra(e) from where the sacrum's count puts it, and "
                         "the iliac crests cannot settle it ({ribs})")
             notes.append("the last ribs disagree with the count ({ribs}); the sacrum and the iliac crests agree")
         elif k_ribs is None:
@@ -308,12 +335,12 @@ def _decide(k_sacrum: int | None, k_ribs: int | None, rib_strong: bool, crest: f
                 notes.append("the iliac crests lie unusually high or low for this count (the sacrum and the ribs "
                              "agree)")
             else:
-                return (None, [], "none", [], "the iliac crests (top at a level that fits neither L4 nor the "
+                return (None, [], Confidence.NONE, [], "the iliac crests (top at a level that fits neither L4 nor the "
                         "L4/L5 disc of this count) contradict the count up from the sacrum, and the last ribs do "
                         "not confirm it")
         if c is None and CRESTS not in agreed:
             notes.append("the iliac crests were not used: {crests}")
-        confidence = "high" if RIBS in agreed and rib_strong else "medium"
+        confidence = Confidence.HIGH if RIBS in agreed and rib_strong else Confidence.MEDIUM
         return k, agreed, confidence, notes, ""
     if k_ribs is not None:
         k, agreed, notes = k_ribs, [RIBS], ["only counted down from the last rib-bearing vertebra (T12); the sacrum "
@@ -322,16 +349,16 @@ def _decide(k_sacrum: int | None, k_ribs: int | None, rib_strong: bool, crest: f
         if c:
             agreed.append(CRESTS)
         if not rib_strong and not c:
-            return (None, [], "none", [], "no second anchor (sacrum, iliac crests) confirms the count down from the "
+            return (None, [], Confidence.NONE, [], "no second anchor (sacrum, iliac crests) confirms the count down from the "
                     "last ribs, and {ribs}")
         if c is False:
-            return (None, [], "none", [], "the iliac crests contradict the count down from the last ribs")
+            return (None, [], Confidence.NONE, [], "the iliac crests contradict the count down from the last ribs")
         if k - 2 >= 0 and discs[k - 2] * dz > 60.0 and not c:
-            return (None, [], "none", [], f"the sacrum should lie below the disc counted as L5/S1 from T12 (slice "
+            return (None, [], Confidence.NONE, [], f"the sacrum should lie below the disc counted as L5/S1 from T12 (slice "
                     f"{discs[k - 2]}), with {discs[k - 2] * dz:.0f} mm of the field of view below it, but it is not "
                     "there ({sacrum}): transitional anatomy or a missed disc suspected")
-        return k, agreed, "medium", notes, ""
-    return (None, [], "none", [], "no anchor to count from: {sacrum}; {ribs}" + ("; the iliac crests alone cannot "
+        return k, agreed, Confidence.MEDIUM, notes, ""
+    return (None, [], Confidence.NONE, [], "no anchor to count from: {sacrum}; {ribs}" + ("; the iliac crests alone cannot "
             "name a vertebra" if crest is not None else ""))
 
 

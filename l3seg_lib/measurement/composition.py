@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,18 @@ def measure_slice(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, f
 # cut-offs
 
 
+class Answer(StrEnum):
+    """A verdict's answer as the tables show it (``sarcopenia`` etc. in ``measurements.csv``)."""
+    YES = "yes"
+    NO = "no"
+    NOT_COMPUTABLE = "not computable"
+
+    @classmethod
+    def of(cls, value: bool | None) -> Answer:
+        """``yes`` for True, ``no`` for False, ``not computable`` for None."""
+        return cls.NOT_COMPUTABLE if value is None else cls.YES if value else cls.NO
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A cut-off verdict: met, not met or not computable, with the reason."""
@@ -118,8 +131,7 @@ class Verdict:
     @property
     def text(self) -> str:
         """The verdict as text: ``yes``, ``no`` or ``not computable``, then the reason."""
-        word = {True: "yes", False: "no", None: "not computable"}[self.value]
-        return f"{word}: {self.reason}"
+        return f"{Answer.of(self.value)}: {self.reason}"
 
 
 def _missing(**values: Any) -> list[str]:
@@ -250,7 +262,7 @@ def assess(measures: dict[str, Any], clinical: dict[str, Any], cutoffs: str | Cu
     rejected = [str(clinical[k]) for k in ("height_source", "weight_source", "bmi_source")
                 if "not used" in str(clinical.get(k) or "")]
     for key, v in verdicts.items():
-        out[key] = {True: "yes", False: "no", None: "not computable"}[v.value]
+        out[key] = Answer.of(v.value)
         out[f"{key}_reason"] = v.reason + (f" ({'; '.join(rejected)})" if v.value is None and rejected else "")
     out["cutoff_set"] = cs.name
     out["cutoff_references"] = "; ".join(cs.references)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from l3seg_lib.measurement.result import InputResult
+from l3seg_lib.measurement.result import InputResult, InputStatus
 
 LEVEL_APART_MM = 20.0
 """Two series of one frame of reference measured further apart than this (mm along the body axis;
@@ -45,14 +45,14 @@ def series_disagreements(results: list[InputResult], frames: dict[str, str] | No
     by_patient: dict[str, list[InputResult]] = defaultdict(list)
     for res in results:
         pid = _patient(res)
-        if pid is not None and (res.rows or res.status == "review"):
+        if pid is not None and (res.rows or res.status == InputStatus.REVIEW):
             by_patient[pid].append(res)
     out: dict[str, list[str]] = defaultdict(list)
     for group in by_patient.values():
         if len(group) < 2:
             continue
         measured = [r for r in group if r.rows]
-        review = [r for r in group if not r.rows and r.status == "review"]
+        review = [r for r in group if not r.rows and r.status == InputStatus.REVIEW]
         for m in measured:
             for r in review:
                 out[m.source].append(f"another series of this patient ({_name(r.source)}) could not be located at "

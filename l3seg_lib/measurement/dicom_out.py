@@ -47,6 +47,7 @@ from pydicom.sr.codedict import codes
 from l3seg_lib import __version__
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.names import atomic_path
+from l3seg_lib.measurement.composition import Answer
 from l3seg_lib.tissues import (
     ALL_TISSUES,
     IMAT,
@@ -302,14 +303,14 @@ def _summary_items(row: dict[str, Any]) -> tuple[list, list, list]:
     for key, meaning in VERDICTS.items():
         verdict, reason = row.get(key), row.get(f"{key}_reason")
         source = criterion(reason)
-        if verdict in ("yes", "no") and source:
+        if verdict in (Answer.YES, Answer.NO) and source:
             evaluations.append(hd.sr.QualitativeEvaluation(name=_code(VERDICT_CODES[key], f"{meaning} ({source})"),
-                                                           value=codes.SCT.Yes if verdict == "yes" else codes.SCT.No))
+                                                           value=codes.SCT.Yes if verdict == Answer.YES else codes.SCT.No))
         if reason:
             texts.append(_text(f"{VERDICT_CODES[key]}_R", f"{meaning}: verdict and criterion", f"{verdict}: {reason}"))
     if row.get("cutoff_set"):
         texts.append(_text("CUTOFFSET", "Cut-off set", f"{row.get('cutoff_set')} ({row.get('cutoff_references')})"))
-    level = row.get("level_source") or ""
+    level = str(row.get("level_source") or "")
     texts.append(_text("LEVELSOURCE", "How the vertebral level is known",
                        f"{level}: {row.get('l3_method')}" if row.get("l3_method") else level))
     confidence = str(row.get("l3_confidence") or "").strip()

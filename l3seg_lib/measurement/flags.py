@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from l3seg_lib.imageio.ct import ImageMeta
+from l3seg_lib.localize.l3 import Confidence
+from l3seg_lib.measurement.result import LevelSource
 from l3seg_lib.preprocessing.geometry import body_mask, fill_holes
 
 ENTROPY_THRESHOLD = 0.35
@@ -51,8 +54,8 @@ class SliceContext:
     labels: np.ndarray
     probs: np.ndarray | None
     spacing_mm: tuple[float, float]
-    meta: dict[str, Any]
-    """DICOM attributes of the image (KVP, SliceThickness, ContrastBolusAgent, ...)."""
+    meta: ImageMeta
+    """What is known of the image (its DICOM acquisition fields: KVP, SliceThickness, ContrastBolusAgent, ...)."""
     measures: dict[str, Any]
     """Areas, densities and SMI (from composition.measure_slice and assess)."""
     level: dict[str, Any]
@@ -95,7 +98,7 @@ def body_cut_by_field_of_view(c: SliceContext) -> str | None:
 
 def iv_contrast(c: SliceContext) -> str | None:
     """IV contrast: the DICOM header says so, or a bright round vessel (the aorta) is seen."""
-    agent = str(c.meta.get("ContrastBolusAgent", "") or "").strip()
+    agent = str(c.meta.acquisition.contrast_agent or "").strip()
     why = []
     if agent and agent.upper() not in ("NONE", "NO", "N", "0"):
         why.append(f"ContrastBolusAgent '{agent}'")
@@ -131,7 +134,7 @@ def _bright_round_vessel(c: SliceContext) -> float | None:
 
 def tube_voltage(c: SliceContext) -> str | None:
     """Flag when the tube voltage (KVP) is known and not 120 kVp, the voltage of the published cut-offs."""
-    kvp = c.meta.get("KVP")
+    kvp = c.meta.acquisition.kvp
     try:
         value = float(kvp)
     except (TypeError, ValueError):
@@ -145,7 +148,7 @@ def tube_voltage(c: SliceContext) -> str | None:
 def slice_thickness(c: SliceContext) -> str | None:
     """Flag when the slice thickness is known and above 5 mm."""
     try:
-        value = float(c.meta.get("SliceThickness"))
+        value = float(c.meta.acquisition.slice_thickness)
     except (TypeError, ValueError):
         return None
     if value <= 5.0:
@@ -338,7 +341,7 @@ def low_confidence(c: SliceContext) -> str | None:
 def l3_uncertain(c: SliceContext) -> str | None:
     """Flag when L3 was located with less than high confidence (with the localiser's notes)."""
     confidence = c.level.get("l3_confidence")
-    if confidence in (None, "", "high"):
+    if confidence in (None, "", Confidence.HIGH):
         return None
     notes = c.level.get("l3_notes") or ""
     return f"L3 found with {confidence} confidence" + (f": {notes}" if notes else "")
@@ -348,7 +351,7 @@ def level_not_verified(c: SliceContext) -> str | None:
     """A slice measured as given (a single slice, or every slice of a short input): nothing
     checked that it lies at L3 (the localiser needs a whole series; a manifest's ``slice_index``
     vouches for the level)."""
-    if c.level.get("level_source") != "as given (level not checked)":
+    if c.level.get("level_source") != LevelSource.AS_GIVEN:
         return None
     n = c.level.get("input_slices")
     given = ("a single slice was given" if n in (None, 1) else

@@ -11,13 +11,15 @@ from pathlib import Path
 from l3seg_lib.config import CUTOFF_SET_NAMES, DEVICES, CompositionConfig, LocalizeConfig
 from l3seg_lib.errors import L3SegConfigError
 from l3seg_lib.imageio.ct import DEFAULT_LIMITS, ReadLimits
+from l3seg_lib.measurement.result import LevelSource
 
-LEVEL_SOURCES = {"localiser": "L3 found by the localiser in the whole series or volume",
-                 "manifest": "the slice named by the manifest's slice_index (vouched for by the user)",
-                 "as given (level not checked)": "a single slice, or every slice of a short input, measured as "
-                                                 "given: nothing checked that it lies at L3"}
-"""Values of ``level_source`` in ``measurements.csv``: how the measured slice's vertebral level is known."""
-NOT_CHECKED = "as given (level not checked)"
+LEVEL_SOURCES = {LevelSource.LOCALISER: "L3 found by the localiser in the whole series or volume",
+                 LevelSource.MANIFEST: "the slice named by the manifest's slice_index (vouched for by the user)",
+                 LevelSource.AS_GIVEN: "a single slice, or every slice of a short input, measured as "
+                                       "given: nothing checked that it lies at L3"}
+"""Values of ``level_source`` in ``measurements.csv`` (:class:`~l3seg_lib.measurement.result.LevelSource`):
+how the measured slice's vertebral level is known."""
+NOT_CHECKED = LevelSource.AS_GIVEN
 
 
 @dataclass

@@ -220,7 +220,4 @@ def _measure_locked(inputs: list, model: str | Path | Predictor, out: Path, opt:
         finally:  # also when the batch stopped: the inputs finished, their files all written, are kept
             record_written(raise_errors=False)
     ordered = [results[str(inp.image)] for inp in inputs if str(inp.image) in results]
-    res = write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images, skipped)
-    res.inputs_measured = sum(r.status == "measured" for r in ordered)
-    res.inputs_not_measured = len(ordered) - res.inputs_measured
-    return res
+    return write_outputs(out, ordered, page_meta(predictor, measurer), measurer.overlays.images, skipped)

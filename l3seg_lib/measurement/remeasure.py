@@ -95,7 +95,7 @@ def remeasure(out_dir: str | Path, masks_dir: str | Path | None = None,
             rows.append(new)
             continue
         m = measure_slice(image.hu, labels, image.spacing_mm, comp.hu_ranges, image.hu_calibrated,
-                          volume.meta.get("png_window_hu"))
+                          volume.meta.png_window_hu)
         verdict = assess(m, _clinical(row), row.get("cutoff_set") or comp.cutoffs)
         new.update(m)
         new.update({k: verdict[k] for k in (*VERDICTS, *(f"{v}_reason" for v in VERDICTS), "smi_cm2_m2")})

@@ -59,7 +59,7 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
             "slice_id": volume.slice_ids[i], "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1],
             **{f"{name}_area_cm2": round(float(area[c]), 3) for c, name in enumerate(TISSUES, start=1)},
             "muscle_mean_hu": round(float(volume.hu[i][muscle].mean()), 2) if muscle.any() else np.nan,
-            "hu_calibrated": bool(volume.meta.get("hu_calibrated", True)),
+            "hu_calibrated": volume.meta.hu_calibrated,
             "seconds": round(pred.seconds, 4), "model": predictor.label,
         })
     write_nifti_labels(full, volume.affine, out / f"{stem}_labels.nii.gz")

@@ -41,7 +41,7 @@ from l3seg_lib.measurement import composition
 from l3seg_lib.measurement.flags import SliceContext, review_flags
 from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_reference, split_series
 from l3seg_lib.measurement.options import NOT_CHECKED, MeasureOptions
-from l3seg_lib.measurement.result import InputResult, SliceResult
+from l3seg_lib.measurement.result import InputResult, InputStatus, LevelSource, SliceResult
 from l3seg_lib.measurement.writers import OverlayWriter, write_dicom_pair, write_masks
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.review import save_localizer_png
@@ -112,7 +112,7 @@ def choose_slices(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions,
     if inp.slice_index is not None:
         if not 0 <= inp.slice_index < n:
             raise L3SegInputError(inp.image, f"slice_index {inp.slice_index} is outside 0..{n - 1}")
-        level.update(level_source="manifest", l3_method="slice_index of the manifest")
+        level.update(level_source=LevelSource.MANIFEST, l3_method="slice_index of the manifest")
         return Choice([inp.slice_index], level)
     if n > options.max_slices:
         loc = locate_l3(volume, options.localize)
@@ -121,7 +121,7 @@ def choose_slices(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions,
         if not loc.found:
             raise L3NotLocated(inp.image, f"L3 not located, listed for review: {loc.reason} "
                                           f"(picture: {picture.relative_to(out)})", picture.relative_to(out))
-        return Choice(loc.slices, {"level_source": "localiser", "l3_method": loc.method,
+        return Choice(loc.slices, {"level_source": LevelSource.LOCALISER, "l3_method": loc.method,
                                    "l3_confidence": loc.confidence, "l3_range": f"{loc.l3_range[0]}-{loc.l3_range[1]}",
                                    "localizer_picture": str(picture.relative_to(out)),
                                    "l3_notes": "; ".join(loc.notes), "input_slices": n})
@@ -178,16 +178,16 @@ def measure_input(inp: ManifestEntry, m: Measurer, volume_future: Future | None 
     except OutputError:
         raise  # the output side failed: fatal for the batch, not a refused input
     except L3NotLocated as exc:
-        res.status, res.reason = "review", str(exc)
+        res.status, res.reason = InputStatus.REVIEW, str(exc)
         res.errors.append({"source": str(inp.image), "error": str(exc), "review": True, "picture": str(exc.picture),
                            "patient_id": volume.patient_id})
     except (L3SegError, ValueError, OSError, RuntimeError) as exc:
-        res.status, res.reason = "refused", str(exc)
+        res.status, res.reason = InputStatus.REFUSED, str(exc)
         res.errors.append({"source": str(inp.image), "error": str(exc)})
     except Exception as exc:  # keep the batch going; record what broke
-        res.status, res.reason = "refused", f"{type(exc).__name__}: {exc}"
+        res.status, res.reason = InputStatus.REFUSED, f"{type(exc).__name__}: {exc}"
         res.errors.append({"source": str(inp.image), "error": res.reason, "detail": traceback.format_exc(limit=3)})
-    if res.status == "measured" and m.reference_dir is not None:
+    if res.status == InputStatus.MEASURED and m.reference_dir is not None:
         res.validation, problem = validate(inp, volume, choice.indices, preds, m)
         if problem:
             res.errors.append({"source": str(inp.image), "error": problem})

@@ -21,7 +21,7 @@ from l3seg_lib.metrics import bland_altman
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.measurement.consistency import apply_disagreements, series_disagreements
 from l3seg_lib.measurement.masks import export_masks
-from l3seg_lib.measurement.result import InputResult, MeasureResult, SliceResult, results_table
+from l3seg_lib.measurement.result import InputResult, InputStatus, MeasureResult, SliceResult, results_table
 from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
 from l3seg_lib.reporting.html import write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import overlay_rgb
@@ -211,4 +211,6 @@ def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
         write_index_html(out / "index.html", page_table, page_err, page_val, agreement, meta, page_skipped)
     except OSError as exc:
         raise output_error(out / "index.html", exc) from exc
-    return MeasureResult(table, err, val, agreement, out, skipped_df)
+    measured = sum(res.status == InputStatus.MEASURED for res in results)
+    return MeasureResult(table, err, val, agreement, out, skipped_df, inputs_measured=measured,
+                         inputs_not_measured=len(results) - measured)

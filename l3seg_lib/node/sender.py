@@ -19,6 +19,7 @@ import re
 import ssl
 import threading
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from l3seg_lib.errors import L3SegConfigError
@@ -64,13 +65,23 @@ def parse_destination(text: str) -> Destination:
     return Destination(m.group(1), m.group(2).strip("[]"), int(m.group(3)))
 
 
+class ObjectKind(StrEnum):
+    """What an object sent is (the ``kind`` column of ``sent.csv``)."""
+    SEG = "seg"
+    """The DICOM SEG of a measured slice."""
+    SR = "sr"
+    """The DICOM SR (TID 1500) of a measured slice."""
+    REFUSAL_SR = "refusal-sr"
+    """The SR saying why a series was not measured."""
+
+
 @dataclass
 class Item:
     """One object to send."""
 
     series: str
     """The SeriesInstanceUID of the measured series (the ``series`` column of ``sent.csv``)."""
-    kind: str
+    kind: ObjectKind
     file: str
     """Relative to the output folder."""
     folder: str = ""

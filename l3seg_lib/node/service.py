@@ -44,7 +44,7 @@ from l3seg_lib.node.events import log_event
 from l3seg_lib.node.intake import REMEASURE, SERIES, Completed, Intake, series_uid_of
 from l3seg_lib.node.scp import Listening, StorageSCP, TLSFiles, check_ae_title
 from l3seg_lib.names import csv_value
-from l3seg_lib.node.sender import Destination, Item, Job, Sender
+from l3seg_lib.node.sender import Destination, Item, Job, ObjectKind, Sender
 
 NODE_LOCK = ".l3seg-serve.lock"
 RETRY_MEASURE_S = 30.0
@@ -387,7 +387,7 @@ class Node:
             self._supersede(folder, str(rel), rows or [])
             job = self.jobs.setdefault(series, Job(series, []))
             if all(str(rel) != j.file for j in job.items):
-                job.items.append(Item(self._uid(folder), "refusal-sr", str(rel), series))
+                job.items.append(Item(self._uid(folder), ObjectKind.REFUSAL_SR, str(rel), series))
 
     def _queue(self, rows: list[dict]) -> None:
         """A send job per series for the SEG and SR of its measured slices not sent yet."""
@@ -395,7 +395,7 @@ class Node:
             folder = Path(r["source"])
             series = folder.name
             items = [Item(self._uid(folder), kind, str(r.get(col) or ""), series)
-                     for kind, col in (("seg", "dicom_seg"), ("sr", "dicom_sr"))]
+                     for kind, col in ((ObjectKind.SEG, "dicom_seg"), (ObjectKind.SR, "dicom_sr"))]
             items = [it for it in items if it.file]
             if not items:
                 if r["source"] not in self._ledger_noted:
@@ -409,7 +409,7 @@ class Node:
             if not items:
                 continue
             for it in items:
-                if it.kind == "sr":
+                if it.kind == ObjectKind.SR:
                     self._supersede(folder, it.file, rows)
             job = self.jobs.setdefault(series, Job(series, []))
             for it in items:
