@@ -34,7 +34,7 @@ from l3seg_lib.evaluation.realct import (
 )
 from l3seg_lib.tissues import DEFAULT_HU_RANGES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_ONNX = REPO / "l3seg_lib" / "models" / "default.onnx"
 

@@ -48,7 +48,7 @@ from l3seg_lib.localize.validation import (
     through_nifti,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 L3, L3_BODY = VERTEBRAE["L3"], VERTEBRAE["L3"] + BODY_OFFSET
 
 

@@ -17,7 +17,7 @@ from l3seg_lib.config import load_params
 from l3seg_lib.pipeline.runner import NOTEBOOKS, PipelineError, run_pipeline
 from l3seg_lib.pipeline.runs import create_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "params" / "quick.yaml"
 
 

@@ -256,7 +256,7 @@ def test_quick_run_reports_carry_the_banner_and_no_nan(tmp_path):
     from l3seg_lib.pipeline.runner import run_pipeline
     from l3seg_lib.pipeline.runs import SMOKE_TEST_BANNER
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     run = run_pipeline(repo / "params" / "quick.yaml", run_dir=tmp_path / "run", reports_dir=tmp_path / "reports",
                        notebooks_dir=repo / "notebooks", log=lambda line: None, stream=False)
     pages = sorted((tmp_path / "reports" / run.dir.name).glob("*.html"))
