@@ -50,6 +50,7 @@ from l3seg_lib.localize.validation import (
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 L3, L3_BODY = VERTEBRAE["L3"], VERTEBRAE["L3"] + BODY_OFFSET
+pytestmark = pytest.mark.heavy  # real series and their variants: out of make test-fast
 
 
 @pytest.fixture(scope="session")

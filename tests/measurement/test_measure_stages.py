@@ -95,6 +95,7 @@ def test_slice_result_fields_are_the_csv_columns_in_order(tmp_path, tiny_model):
     assert isinstance(back.rows[0], SliceResult) and back.rows[0].slice_index == sr.slice_index
 
 
+@pytest.mark.heavy
 def test_no_import_cycle_in_the_measurement_modules():
     """Each module imports on its own, first, in a fresh interpreter; no private name is used across them."""
     for module in ("ledger", "cluster", "stages", "writers", "orchestration", "batch", "result", "options"):
