@@ -15,18 +15,11 @@ BIN := $(VENV)/bin
 PARAMS ?= params/default.yaml
 STAMP := $(VENV)/.installed
 
-# The fast lane leaves out the `slow` marker (training, the notebook pipeline) and the heaviest
-# other tests: the real-CT localiser and evaluation suites, the notebook runner, the localiser's
-# couch/arms and cannot-tell sweeps, the locate command, the search-resume check and the
-# import-cycle check in fresh interpreters. `make test` runs them all.
-FAST_ARGS := -m "not slow" -q \
-	--ignore=tests/test_localize_real.py --ignore=tests/test_realct_eval.py --ignore=tests/test_notebooks.py \
-	--deselect tests/test_localize.py::test_l3_found_with_couch_arms_and_placement \
-	--deselect tests/test_localize.py::test_cannot_tell_is_flagged_not_guessed \
-	--deselect tests/test_localize.py::test_cannot_tell_with_couch_and_arms \
-	--deselect tests/test_localize.py::test_locate_command \
-	--deselect tests/test_optimize.py::test_resume_gives_the_same_trials_without_repeating \
-	--deselect tests/test_measure_stages.py::test_no_import_cycle_in_the_measurement_modules
+# The fast lane leaves out the tests marked `slow` (training, the notebook pipeline) and `heavy`
+# (the real-CT localiser and evaluation suites, the notebook runner, the localiser's sweeps, the
+# locate command, the search-resume check, the import-cycle check in fresh interpreters); the
+# markers are declared in pyproject.toml. `make test` runs them all.
+FAST_ARGS := -m "not slow and not heavy" -q
 
 .PHONY: setup run test test-fast bench lab clean
 

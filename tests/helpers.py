@@ -1,4 +1,5 @@
-"""Small synthetic inputs for tests: DICOM files with controllable (and broken) headers."""
+"""Small synthetic inputs for tests: DICOM files with controllable (and broken) headers, and series
+folders as scanners export them."""
 
 from __future__ import annotations
 
@@ -93,3 +94,41 @@ def paint_muscle_square(path: str | Path) -> None:
     data[:] = 0
     data[10:50, 10:50] = 1
     nib.save(nib.Nifti1Image(data, img.affine), str(path))
+
+
+def reconstruction_circle(shape: tuple[int, int]) -> np.ndarray:
+    """The reconstruction circle of a square image (True inside): padding goes outside it."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.hypot(yy - shape[0] / 2 + 0.5, xx - shape[1] / 2 + 0.5) <= shape[0] / 2
+
+
+def write_dose_report(path: str | Path, series_uid: str) -> Path:
+    """A CT dose report (an SR file, no pixels) of patient P001: what series folders hold beside the CT."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.67"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.SeriesInstanceUID, ds.SeriesDescription = "SR", "P001", series_uid, "Dose Report"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_dicom_series(folder: Path, hu: np.ndarray, uid: str, n: int = 3, z0: float = 0.0, step: float = 3.0,
+                       **tags) -> list[Path]:
+    """``n`` slices of ``hu`` as one series ``uid``, ``step`` mm apart from ``z0`` (mm)."""
+    return [write_dicom(folder / f"{uid[-4:]}_{k}.dcm", hu + 0 * k, position=(-100, -120, z0 + step * k),
+                        series_uid=uid, InstanceNumber=k + 1, **tags) for k in range(n)]
+
+
+def messy_series_folder(folder: Path, hu: np.ndarray) -> Path:
+    """A series folder as a scanner exports it: a 3-slice CT series (soft-tissue kernel), a scout
+    (localizer), a dose report and a secondary capture."""
+    write_dicom_series(folder, hu, "1.2.3.100", ConvolutionKernel="B30f", SeriesNumber=2,
+                       SeriesDescription="Abdomen 3mm")
+    write_dicom(folder / "scout.dcm", hu, orientation=(0, 1, 0, 0, 0, -1), series_uid="1.2.3.1",
+                ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    write_dose_report(folder / "dose.dcm", "1.2.3.999")
+    write_dicom(folder / "capture.dcm", hu, series_uid="1.2.3.998", SOPClassUID="1.2.840.10008.5.1.4.1.1.7")
+    return folder

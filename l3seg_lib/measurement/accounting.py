@@ -10,7 +10,7 @@ A batch accounts for every file it was given in exactly one of its three tables:
   ``skipped.csv`` with the folder as ``source``.
 
 :func:`account_files` lists, for each file, the tables it is found in; a batch is sound when each
-file is found in exactly one (``tests/test_accounting.py`` checks it for every hostile and intake
+file is found in exactly one (``tests/measurement/test_accounting.py`` checks it for every hostile and intake
 case the tests build).
 """
 

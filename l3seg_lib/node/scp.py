@@ -50,7 +50,7 @@ TRANSFER_SYNTAXES = (
     JPEGLSNearLossless, JPEG2000Lossless, JPEG2000,
     UID("1.2.840.10008.1.2.4.201"), UID("1.2.840.10008.1.2.4.202"), UID("1.2.840.10008.1.2.4.203"),  # HTJ2K
 )
-"""The transfer syntaxes accepted: those l3seg's readers decode (tests/test_transfer_syntaxes.py)."""
+"""The transfer syntaxes accepted: those l3seg's readers decode (tests/imageio/test_transfer_syntaxes.py)."""
 
 SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC210

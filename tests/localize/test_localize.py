@@ -41,6 +41,7 @@ def test_l3_found_inside_its_body(changes):
         assert loc.confidence == ("medium" if "z_to" in changes else "high")
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("changes, reason", [
     ({"z_from": 125.0, "seed": 6}, "L3 is not wholly in the field of view"),
     ({"z_to": 75.0, "seed": 7}, "too few vertebrae to count"),
@@ -73,6 +74,7 @@ AROUND = {
 }
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("changes", list(AROUND.values()), ids=list(AROUND))
 def test_l3_found_with_couch_arms_and_placement(changes):
     """The couch, arms and placement must not move the count: L3 found inside its body, near its
@@ -88,6 +90,7 @@ def test_l3_found_with_couch_arms_and_placement(changes):
     assert loc.confidence == "high"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("changes", [{"z_from": 125.0, "seed": 20}, {"z_to": 75.0, "seed": 21}],
                          ids=["L3 absent, view above", "L3 absent, view below"])
 def test_cannot_tell_with_couch_and_arms(changes):
@@ -174,6 +177,7 @@ def test_measure_a_whole_series_with_no_manifest(shared_data, tiny_model, tmp_pa
     assert res.measurements["slice_index"].tolist() == [70]
 
 
+@pytest.mark.heavy
 def test_locate_command(tmp_path, capsys):
     import nibabel as nib
 

@@ -48,8 +48,9 @@ from l3seg_lib.cli import main as main_cli
 from l3seg_lib.imageio.ct import CTVolume
 from l3seg_lib.localize.l3 import locate_l3
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 L3, L3_BODY = VERTEBRAE["L3"], VERTEBRAE["L3"] + BODY_OFFSET
+pytestmark = pytest.mark.heavy  # real series and their variants: out of make test-fast
 
 
 @pytest.fixture(scope="session")

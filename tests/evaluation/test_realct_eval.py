@@ -30,9 +30,10 @@ from l3seg_lib.evaluation.scoring import (
 )
 from l3seg_lib.tissues import CLASSES, DEFAULT_HU_RANGES, refined_mask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_ONNX = REPO / "l3seg_lib" / "models" / "default.onnx"
+pytestmark = pytest.mark.heavy  # the shipped model on every real reference: out of make test-fast
 
 # Figures of the shipped default.onnx on the real sets, measured 2026-11-27 with
 # `experiments/realct_eval.py --data ../shared/data` (post-processing on, as in `measure`); the

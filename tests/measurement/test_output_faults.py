@@ -25,7 +25,7 @@ from l3seg_lib.imageio.labels import read_tag
 from l3seg_lib.measurement.ledger import Ledger
 from l3seg_lib.names import read_csv_values
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _inputs(folder, *patient_ids, spacing=(3.0, 3.0)):

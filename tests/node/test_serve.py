@@ -34,7 +34,7 @@ from l3seg_lib.node.sender import Destination, Sender, no_delay, parse_destinati
 from l3seg_lib.node.service import Node, NodeConfig
 
 pynetdicom = pytest.importorskip("pynetdicom")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 

@@ -11,7 +11,7 @@ each run, about 3 s) examples per reader. A longer run draws new inputs each tim
 1000 or 5000 examples per reader (about 20 s, 50 s or 5 min on two cores; 5000 per reader found
 no other exception type on 2026-11-27), with statistics of what was read and what refused::
 
-    L3SEG_FUZZ_EXAMPLES=1000 python -m pytest tests/test_fuzz_readers.py -q --hypothesis-show-statistics
+    L3SEG_FUZZ_EXAMPLES=1000 python -m pytest tests/imageio/test_fuzz_readers.py -q --hypothesis-show-statistics
 
 Header limits are set lower here (:data:`LIMITS`) so that a made-up header is refused before it
 costs memory. Two failures found by fuzzing outside the image readers are kept as strict xfail

@@ -9,10 +9,10 @@ import os
 
 import pandas as pd
 import pytest
-from helpers import body_phantom, write_dicom
+from helpers import body_phantom, messy_series_folder, write_dicom, write_dicom_series
 from test_faults import _bad as faults_bad
 from test_faults import _series as faults_series
-from test_intake import SMALL, _messy_folder, _series, variants_folder
+from test_intake import SMALL, variants_folder
 from test_skipped_files import _folder as skipped_folder
 from test_skipped_files import _no_permission
 
@@ -65,15 +65,15 @@ def two_patients_two_slices(folder, hu):
 
 def loose_mixed(folder, hu):
     """Loose files of two series, an anonymised pair, two bare files and a lone slice (test_intake)."""
-    _series(folder, hu, "1.2.3.100", n=3, SeriesNumber=2)
-    _series(folder, hu, "1.2.3.200", n=2, z0=100.0, SeriesNumber=3)
+    write_dicom_series(folder, hu, "1.2.3.100", n=3, SeriesNumber=2)
+    write_dicom_series(folder, hu, "1.2.3.200", n=2, z0=100.0, SeriesNumber=3)
     write_dicom(folder / "lone.dcm", hu, patient_id="LONE")
     for k in range(2):
         write_dicom(folder / f"anon_{k}.dcm", hu, position=(-100, -120, 3.0 * k), patient_id="ANON",
                     drop=("SeriesInstanceUID", "StudyInstanceUID"), FrameOfReferenceUID="1.2.3.300.1")
     for k in range(2):
         write_dicom(folder / f"bare_{k}.dcm", hu, patient_id=f"BARE{k}", drop=("SeriesInstanceUID", "FrameOfReferenceUID"))
-    _messy_folder(folder / "messy", hu)
+    messy_series_folder(folder / "messy", hu)
     return folder
 
 

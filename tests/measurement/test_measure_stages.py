@@ -127,6 +127,7 @@ def test_what_travels_between_stages_is_typed():
     assert {f.name for f in dataclasses.fields(MeasureResult)} >= {"inputs_measured", "inputs_not_measured"}
 
 
+@pytest.mark.heavy
 def test_no_import_cycle_in_the_measurement_modules():
     """Each module imports on its own, first, in a fresh interpreter; no private name is used across them."""
     for module in ("ledger", "cluster", "stages", "writers", "orchestration", "batch", "result", "options"):

@@ -59,6 +59,7 @@ def test_search_improves_and_writes_best_params(tmp_path):
     assert best.train.epochs == Params().train.epochs  # full training, not the budget
 
 
+@pytest.mark.heavy
 def test_resume_gives_the_same_trials_without_repeating(tmp_path):
     full = run_search(_search_params(), cheap_objective, tmp_path / "a", progress=False)
     calls = []

@@ -290,19 +290,3 @@ def test_level_not_verified_flag_says_what_was_given():
     assert reason({"l3_confidence": "high"}) is None  # callers that say nothing of the level
 
 
-def test_read_dicom_files_reads_one_series_and_refuses_several(tmp_path):
-    import pickle
-
-    from l3seg_lib.errors import L3SegInputError
-    from l3seg_lib.imageio.dicom import read_dicom_files
-    from l3seg_lib.measurement.inputs import SeriesEntry
-
-    hu, _ = body_phantom(64, 64)
-    a = [write_dicom(tmp_path / f"a{k}.dcm", hu, position=(0, 0, 3.0 * k), series_uid="1.2.9.1") for k in range(3)]
-    b = write_dicom(tmp_path / "b.dcm", hu, series_uid="1.2.9.2")
-    vol = read_dicom_files(a, tmp_path / "series_1.2.9.1")
-    assert vol.n_slices == 3 and vol.source == str(tmp_path / "series_1.2.9.1")
-    with pytest.raises(L3SegInputError, match="belong to 2 series"):
-        read_dicom_files([*a, b])
-    entry = SeriesEntry(tmp_path, files=tuple(a), series_uid="1.2.9.1")
-    assert pickle.loads(pickle.dumps(entry)) == entry  # travels to Dask workers
