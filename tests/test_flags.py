@@ -101,7 +101,9 @@ def test_flags_in_measurements_and_html(tmp_path, tiny_model):
     assert (tmp_path / "out" / row["dicom_seg"]).is_file() and (tmp_path / "out" / row["dicom_sr"]).is_file()
     assert pd.read_csv(tmp_path / "out" / "measurements.csv")["review_required"].iloc[0]
     assert "Review before use" in (tmp_path / "out" / "patients" / "CUT.html").read_text()
-    assert ">review<" in (tmp_path / "out" / "index.html").read_text()
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert '<li class="sev-high">body cut by the field of view</li>' in index  # the reason shown, not in a tooltip
+    assert row["review_severity"] == "high" and "body cut by the field of view" in row["verdicts_provisional_reason"]
 
 
 def _wall_slice(band_label: int = 0, band_hu: float = 50.0, inner_fat_label: int = 3, bowel: bool = False):
