@@ -21,7 +21,7 @@ from l3seg_lib import __version__
 from l3seg_lib.names import atomic_path, safe_name
 from l3seg_lib.reporting.cohort import SUMMARY_MEASURES, level_text, medians, patient_rows, strip_svg, verdict_counts
 from l3seg_lib.reporting.reasons import VERDICT_NAMES, VERDICTS, ranked_reasons, verdict_status
-from l3seg_lib.reporting.refusals import input_name, plain_refusal, strip_paths
+from l3seg_lib.reporting.refusals import Refusal, input_name, plain_refusal, strip_paths
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("l3seg_lib.reporting", "templates"),
@@ -305,6 +305,21 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
                                             "reason": strip_paths(k.get("reason"))} for k in skipped.to_dict("records")],
         version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_page(path, html)
+    if refusals:
+        write_refusals_html(base_dir / REFUSALS_PAGE, refusals)
+    return path
+
+
+REFUSALS_PAGE = "not_measured.html"
+"""The page of the inputs that were not measured, beside ``index.html``."""
+
+
+def write_refusals_html(path: Path, refusals: list[Refusal]) -> Path:
+    """One card per input that was not measured: its name, what happened in plain words, the next
+    step and the localiser's review picture (linked, not embedded); a way back to the index."""
+    html = _ENV.get_template("refusals.html").render(title="L3 body composition - not measured", refusals=refusals,
+                                                     version=__version__, generated=_now())
     _write_page(path, html)
     return path
 
