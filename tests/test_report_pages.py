@@ -155,3 +155,15 @@ def test_thumbnails_are_small(batch):
     assert len(thumbs) >= 40
     with Image.open(thumbs[0]) as img:
         assert img.width <= 160
+
+
+def test_verdict_agreement_gives_cohens_kappa():
+    from l3seg_lib.evaluation.evaluate import VERDICTS, verdict_agreement
+
+    df = pd.DataFrame({**{f"{v}_true": ["yes", "no", "yes", "no", "no"] for v in VERDICTS},
+                       **{f"{v}_pred": ["yes", "no", "no", "no", "no"] for v in VERDICTS}})
+    table = verdict_agreement(df)
+    assert table["agreement"].iloc[0] == pytest.approx(0.8)
+    assert table["Cohen's kappa"].iloc[0] == pytest.approx((0.8 - 0.56) / 0.44)  # p_e = 0.4*0.2 + 0.6*0.8
+    same = verdict_agreement(df.assign(**{f"{v}_pred": "no" for v in VERDICTS}))
+    assert np.isnan(same["Cohen's kappa"].iloc[0])  # one verdict throughout: kappa undefined, not 0
