@@ -167,3 +167,22 @@ def test_verdict_agreement_gives_cohens_kappa():
     assert table["Cohen's kappa"].iloc[0] == pytest.approx((0.8 - 0.56) / 0.44)  # p_e = 0.4*0.2 + 0.6*0.8
     same = verdict_agreement(df.assign(**{f"{v}_pred": "no" for v in VERDICTS}))
     assert np.isnan(same["Cohen's kappa"].iloc[0])  # one verdict throughout: kappa undefined, not 0
+
+
+def test_auto_evaluates_the_baseline_when_the_comparison_found_the_optimised_model_worse(tmp_path):
+    from l3seg_lib.config import Params
+    from l3seg_lib.pipeline.runs import Run
+
+    run = Run(tmp_path / "run", Params())
+    for model in (run.baseline_model, run.optimised_model):
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(b"onnx")
+    assert run.choose_model("auto")[1] == "optimised" and run.optimised_found_worse() == ""
+    table = pd.DataFrame({"difference": [-0.013, 0.001, 0.0], "median difference": [-0.012, 0.0, 0.0],
+                          "holm p": [0.003, 0.8, 0.9]}, index=["muscle", "sat", "vat"])
+    table.to_csv(run.optimize_dir / "comparison.csv")
+    assert run.choose_model("auto")[1] == "baseline" and run.choose_model("optimised")[1] == "optimised"
+    assert "muscle Dice (mean difference -0.013, Holm-adjusted p 0.003)" in run.optimised_found_worse()
+    table.loc["sat", ["holm p", "median difference"]] = [0.01, 0.02]  # better on SAT: a trade-off, not worse
+    table.to_csv(run.optimize_dir / "comparison.csv")
+    assert run.choose_model("auto")[1] == "optimised"
