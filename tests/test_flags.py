@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 from helpers import body_phantom, write_dicom
 
@@ -104,6 +105,16 @@ def test_flags_in_measurements_and_html(tmp_path, tiny_model):
     index = (tmp_path / "out" / "index.html").read_text()
     assert '<li class="sev-high">body cut by the field of view</li>' in index  # the reason shown, not in a tooltip
     assert row["review_severity"] == "high" and "body cut by the field of view" in row["verdicts_provisional_reason"]
+    sr = pydicom.dcmread(tmp_path / "out" / row["dicom_sr"])
+    texts = [str(item.get("TextValue", "")) for item in _walk(sr)]
+    assert any(t.startswith("provisional, check the slice first: body cut by the field of view") for t in texts)
+
+
+def _walk(ds):
+    """Every content item of an SR, depth first."""
+    for item in getattr(ds, "ContentSequence", []):
+        yield item
+        yield from _walk(item)
 
 
 def _wall_slice(band_label: int = 0, band_hu: float = 50.0, inner_fat_label: int = 3, bowel: bool = False):
