@@ -334,7 +334,8 @@ def write_run_index_html(path: Path, run_id: str, params_path: Path, notebooks_d
     """Index of a pipeline run's reports: one link (title, file name) per rendered notebook;
     ``smoke_test``: the banner of a smoke-test run."""
     html = _ENV.get_template("run_index.html").render(
-        title=f"l3seg run {run_id}", run_id=run_id, params_path=str(params_path), notebooks_dir=str(notebooks_dir),
+        title=f"l3seg run {run_id}", run_id=run_id, params_path=Path(params_path).name,
+        notebooks_dir=f"{Path(notebooks_dir).name}/",
         data_source=data_source, seed=seed, links=links, version=__version__, generated=_now(), smoke_test=smoke_test)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_page(path, html)
