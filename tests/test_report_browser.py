@@ -105,8 +105,9 @@ def batch(tmp_path_factory) -> Path:
 def _pages(batch: Path) -> dict[str, Path]:
     table = pd.read_csv(batch / "measurements.csv", keep_default_na=False)
     provisional = table[table["review_severity"] == "high"]["patient_id"].iloc[0]
+    no_height = table[table["height_m"] == ""]["patient_id"].iloc[0]
     return {"index": batch / "index.html", "patient": batch / "patients" / f"{safe_name(provisional)}.html",
-            "refusal": batch / "not_measured.html"}
+            "no height": batch / "patients" / f"{safe_name(no_height)}.html", "refusal": batch / "not_measured.html"}
 
 
 def _common_checks(name: str, page: Path, width: int, found: dict, batch: Path) -> None:
@@ -145,6 +146,14 @@ def test_patient_page_in_chromium(batch, width):
     _common_checks("patient", page, width, found, batch)
     assert found["reasons"] >= 1 and "provisional" in found["text"]
     assert "../index.html" in found["links"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_patient_page_without_height_in_chromium(batch, width):
+    page = _pages(batch)["no height"]
+    found = probe(page, width, 1600)
+    _common_checks("no height", page, width, found, batch)  # the long "how to supply height" fits too
+    assert "add height_m" in found["text"]
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -123,7 +123,7 @@ def _smi_text(r: Mapping[str, Any]) -> str:
     if _finite(r.get("smi_cm2_m2")):
         return _fmt(float(r.get("smi_cm2_m2")))
     if not _finite(r.get("height_m")):
-        return "not computable: " + HEIGHT_HINT
+        return "not computable: height missing (how to supply it: above)"
     return "not computable: no muscle area"
 
 
