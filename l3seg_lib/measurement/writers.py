@@ -24,11 +24,13 @@ from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.measurement.result import InputResult, MeasureResult, SliceResult, results_table
 from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
 from l3seg_lib.reporting.html import thumbnail_path, write_index_html, write_patient_html
-from l3seg_lib.reporting.overlays import overlay_rgb, report_picture_png, thumbnail_png
+from l3seg_lib.reporting.overlays import overlay_rgb, report_picture_png
 from l3seg_lib.reporting.reasons import verdict_status
 
 WRITE_QUEUE = 4
 """Overlay pictures waiting to be written before inference waits for them."""
+THUMBNAIL_PX = 144
+"""Width of the overlay thumbnails of the cohort index (shown at 72-96 CSS px: sharp on 2x screens)."""
 KEEP_OVERLAY_BYTES = 256 * 2**20
 """PNG bytes of overlays kept in memory for the patient pages (beyond this, the pages read them back)."""
 
@@ -115,8 +117,8 @@ class OverlayWriter:
         """Render and write one overlay PNG (on the write thread): the plain CT beside the tinted one,
         cropped to the body, with a scale bar (:func:`~l3seg_lib.reporting.overlays.report_picture_png`),
         and its thumbnail for the index; keeps its bytes while within the budget."""
-        data = report_picture_png(hu, labels, spacing_mm, imat_hu)
-        write_atomic(self.out / thumbnail_path(rel), thumbnail_png(hu, labels))
+        data, thumbnail = report_picture_png(hu, labels, spacing_mm, imat_hu, thumbnail_width=THUMBNAIL_PX)
+        write_atomic(self.out / thumbnail_path(rel), thumbnail)
         write_atomic(self.out / rel, data)
         if self.keep and self.kept + len(data) <= KEEP_OVERLAY_BYTES:
             self.images[rel] = data
