@@ -81,15 +81,27 @@ def composition_comparison(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict_agreement(df: pd.DataFrame) -> pd.DataFrame:
-    """How often the verdict from the predicted mask equals the one from the reference mask."""
+    """How often the verdict from the predicted mask equals the one from the reference mask, and
+    Cohen's kappa (agreement beyond chance; NaN when either side has a single verdict throughout)."""
     rows = []
     for v in VERDICTS:
         both = df[(df[f"{v}_true"] != Answer.NOT_COMPUTABLE) & (df[f"{v}_pred"] != Answer.NOT_COMPUTABLE)]
         rows.append({"finding": v.replace("_", " "), "slices": len(both),
                      "agreement": float((both[f"{v}_true"] == both[f"{v}_pred"]).mean()) if len(both) else np.nan,
+                     "Cohen's kappa": _kappa(both[f"{v}_true"], both[f"{v}_pred"]),
                      "positive (reference)": int((both[f"{v}_true"] == Answer.YES).sum()),
                      "positive (model)": int((both[f"{v}_pred"] == Answer.YES).sum())})
     return pd.DataFrame(rows).set_index("finding")
+
+
+def _kappa(a: pd.Series, b: pd.Series) -> float:
+    """Cohen's kappa of two verdict columns (scikit-learn); NaN when it is undefined (fewer than two
+    slices, or one verdict throughout on either side)."""
+    if len(a) < 2 or a.nunique() < 2 or b.nunique() < 2:
+        return float("nan")
+    from sklearn.metrics import cohen_kappa_score  # the train extra, present where models are evaluated
+
+    return float(cohen_kappa_score(a.astype(str), b.astype(str)))
 
 
 def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, name_a: str = "baseline", name_b: str = "optimised"

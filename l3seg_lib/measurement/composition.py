@@ -139,9 +139,24 @@ def _missing(**values: Any) -> list[str]:
     return [k for k, v in values.items() if v is None or (isinstance(v, float) and not np.isfinite(v))]
 
 
+def _without_bmi(below_both: bool, above_both: bool, value: str, unit: str, cuts: tuple[float, float],
+                 source: str) -> Verdict:
+    """A BMI-specific criterion decided without BMI where every BMI group's cut-off agrees (the
+    value below both cut-offs, or at or above both); not computable in between."""
+    lo, hi = cuts
+    if below_both:
+        return Verdict(True, f"{value} < {lo:g} {unit}: below the cut-off of every BMI group, BMI not needed ({source})")
+    if above_both:
+        return Verdict(False, f"{value} >= {hi:g} {unit}: at or above the cut-off of every BMI group, BMI not needed "
+                              f"({source})")
+    return Verdict(None, f"BMI missing: {value} lies between the BMI groups' cut-offs ({lo:g} and {hi:g} {unit})")
+
+
 def sarcopenia_martin2013(smi: float | None, sex: str | None, bmi: float | None) -> Verdict:
     """Martin 2013: SMI < 43 cm²/m² (men, BMI < 25), < 53 (men, BMI >= 25), < 41 (women)."""
     miss = _missing(SMI=smi, sex=sex) + (_missing(BMI=bmi) if sex == "M" else [])
+    if miss == ["BMI"]:  # men: both BMI groups' cut-offs give the same answer below 43 and from 53 cm²/m²
+        return _without_bmi(smi < 43.0, smi >= 53.0, f"SMI {smi:.1f}", "cm²/m²", (43.0, 53.0), "men; Martin 2013")
     if miss:
         return Verdict(None, f"{', '.join(miss)} missing")
     if sex == "F":
@@ -177,6 +192,9 @@ def sarcopenic_obesity_prado2008(smi: float | None, sex: str | None, bmi: float 
 def myosteatosis_martin2013(muscle_hu: float | None, bmi: float | None) -> Verdict:
     """Martin 2013: mean muscle attenuation < 41 HU (BMI < 25) or < 33 HU (BMI >= 25), both sexes."""
     miss = _missing(**{"muscle HU": muscle_hu, "BMI": bmi})
+    if miss == ["BMI"]:  # both BMI groups' cut-offs give the same answer below 33 and from 41 HU
+        return _without_bmi(muscle_hu < 33.0, muscle_hu >= 41.0, f"muscle {muscle_hu:.1f} HU", "HU", (33.0, 41.0),
+                            "Martin 2013")
     if miss:
         return Verdict(None, f"{', '.join(miss)} missing")
     cut, group = (41.0, "BMI < 25") if bmi < 25 else (33.0, "BMI >= 25")

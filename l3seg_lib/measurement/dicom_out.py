@@ -48,6 +48,7 @@ from l3seg_lib import __version__
 from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.names import atomic_path
 from l3seg_lib.measurement.composition import Answer
+from l3seg_lib.reporting.reasons import verdict_status
 from l3seg_lib.tissues import (
     ALL_TISSUES,
     IMAT,
@@ -308,6 +309,7 @@ def _summary_items(row: dict[str, Any]) -> tuple[list, list, list]:
                                                            value=codes.SCT.Yes if verdict == Answer.YES else codes.SCT.No))
         if reason:
             texts.append(_text(f"{VERDICT_CODES[key]}_R", f"{meaning}: verdict and criterion", f"{verdict}: {reason}"))
+    texts.extend(status_items(row))
     if row.get("cutoff_set"):
         texts.append(_text("CUTOFFSET", "Cut-off set", f"{row.get('cutoff_set')} ({row.get('cutoff_references')})"))
     level = str(row.get("level_source") or "")
@@ -327,6 +329,23 @@ def _summary_items(row: dict[str, Any]) -> tuple[list, list, list]:
         if note and note.lower() != "nan":
             texts.append(_text(value, meaning, note))
     return measurements, evaluations, texts
+
+
+def status_items(row: dict[str, Any]) -> list:
+    """Text items ``<verdict code>_S`` saying whether each yes/no verdict is ``final`` or
+    ``provisional`` and why (:func:`~l3seg_lib.reporting.reasons.verdict_status`: a review flag
+    that doubts the verdict's number or the level), so that a PACS reader never takes a doubted
+    verdict for a finding."""
+    status = verdict_status(row)
+    why = status["verdicts_provisional_reason"]
+    items = []
+    for key, meaning in VERDICTS.items():
+        state = status[f"{key}_status"]
+        if state == "not computable":
+            continue
+        text = f"provisional, check the slice first: {why}" if state == "provisional" else "final"
+        items.append(_text(f"{VERDICT_CODES[key]}_S", f"{meaning}: verdict status", text))
+    return items
 
 
 def build_sr(source: pydicom.Dataset, seg: pydicom.Dataset, row: dict[str, Any], model_label: str) -> pydicom.Dataset:

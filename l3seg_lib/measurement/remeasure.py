@@ -27,6 +27,7 @@ from l3seg_lib.measurement.inputs import entry_for_source, read_entry
 from l3seg_lib.measurement.writers import write_csv
 from l3seg_lib.names import read_csv_values
 from l3seg_lib.reporting.html import write_remeasure_html
+from l3seg_lib.reporting.reasons import verdict_status
 from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS
 
 COMPARED = {"sma_refined_cm2": "SMA (cm²)", "sat_refined_cm2": "SAT (cm²)", "vat_refined_cm2": "VAT (cm²)",
@@ -99,6 +100,8 @@ def remeasure(out_dir: str | Path, masks_dir: str | Path | None = None,
         verdict = assess(m, _clinical(row), row.get("cutoff_set") or comp.cutoffs)
         new.update(m)
         new.update({k: verdict[k] for k in (*VERDICTS, *(f"{v}_reason" for v in VERDICTS), "smi_cm2_m2")})
+        if "sarcopenia_status" in new:  # the verdicts' status follows the new verdicts
+            new.update(verdict_status(new))
         changes = []
         for key, name in COMPARED.items():
             a, b = row.get(key), new.get(key)

@@ -126,6 +126,13 @@ class SliceResult:
     dicom_seg: str | None = None
     dicom_sr: str | None = None
     dicom_note: str | None = None
+    # -- verdict status (reporting.reasons.verdict_status, from the verdicts and review reasons) --
+    sarcopenia_status: str = ""
+    sarcopenic_obesity_status: str = ""
+    myosteatosis_status: str = ""
+    visceral_obesity_status: str = ""
+    review_severity: str = ""
+    verdicts_provisional_reason: str = ""
 
     def to_row(self) -> dict[str, Any]:
         """The row of ``measurements.csv`` (optional columns only when produced)."""

@@ -211,7 +211,7 @@ def _measure_slice(inp: ManifestEntry, volume: CTVolume, i: int, pred, level: di
     r.update({"series_notes": "; ".join(volume.meta.series_notes or []), **level})
     r.files_skipped, r.inference_s, r.model = len(volume.meta.skipped or []), pred.seconds, m.predictor.label
     stem = f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}"
-    r.overlay = m.overlays.submit(stem, volume.hu[i], pred.labels)
+    r.overlay = m.overlays.submit(stem, volume.hu[i], pred.labels, spacing, comp.hu_ranges.get("imat"))
     r.review_required, r.review_reasons = bool(reasons), "; ".join(reasons)
     image = volume.slice(i)
     r.update(write_masks(out, stem, image, pred.labels, comp.hu_ranges.get("imat"),

@@ -23,12 +23,15 @@ from l3seg_lib.measurement.consistency import apply_disagreements, series_disagr
 from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.measurement.result import InputResult, InputStatus, MeasureResult, SliceResult, results_table
 from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
-from l3seg_lib.reporting.html import write_index_html, write_patient_html
-from l3seg_lib.reporting.overlays import overlay_rgb
+from l3seg_lib.reporting.html import thumbnail_path, write_index_html, write_patient_html
+from l3seg_lib.reporting.overlays import overlay_rgb, report_picture_png
+from l3seg_lib.reporting.reasons import verdict_status
 from l3seg_lib.tissues import TISSUES
 
 WRITE_QUEUE = 4
 """Overlay pictures waiting to be written before inference waits for them."""
+THUMBNAIL_PX = 144
+"""Width of the overlay thumbnails of the cohort index (shown at 72-96 CSS px: sharp on 2x screens)."""
 KEEP_OVERLAY_BYTES = 256 * 2**20
 """PNG bytes of overlays kept in memory for the patient pages (beyond this, the pages read them back)."""
 
@@ -94,18 +97,24 @@ class OverlayWriter:
         """Overlays written, in order, before the first that failed (the inputs the ledger may list)."""
         self.failed: BaseException | None = None
 
-    def _write(self, rel: str, hu: np.ndarray, labels: np.ndarray) -> None:
-        """Render and write one overlay PNG (on the write thread), keeping its bytes while within the budget."""
-        data = overlay_png(hu, labels)
+    def _write(self, rel: str, hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
+               imat_hu: tuple[float, float] | None = None) -> None:
+        """Render and write one overlay PNG (on the write thread): the plain CT beside the tinted one,
+        cropped to the body, with a scale bar (:func:`~l3seg_lib.reporting.overlays.report_picture_png`),
+        and its thumbnail for the index; keeps its bytes while within the budget."""
+        data, thumbnail = report_picture_png(hu, labels, spacing_mm, imat_hu, thumbnail_width=THUMBNAIL_PX)
+        write_atomic(self.out / thumbnail_path(rel), thumbnail)
         write_atomic(self.out / rel, data)
         if self.keep and self.kept + len(data) <= KEEP_OVERLAY_BYTES:
             self.images[rel] = data
             self.kept += len(data)
 
-    def submit(self, stem: str, hu: np.ndarray, labels: np.ndarray) -> str:
-        """Queue the overlay of one slice; its path relative to the output folder."""
+    def submit(self, stem: str, hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
+               imat_hu: tuple[float, float] | None = None) -> str:
+        """Queue the overlay of one slice (``spacing_mm``: row and column pixel size, for the scale
+        bar; ``imat_hu``: the IMAT HU range, to tint IMAT); its path relative to the output folder."""
         rel = str(Path("overlays") / f"{stem}.png")
-        self.pending.append(self.pool.submit(self._write, rel, hu, labels))
+        self.pending.append(self.pool.submit(self._write, rel, hu, labels, spacing_mm, imat_hu))
         self.submitted += 1
         while len(self.pending) > WRITE_QUEUE and self.pending[0].done():
             self._settle(self.pending.popleft())
@@ -163,6 +172,7 @@ def write_dicom_pair(out: Path, stem: str, image: CTImage, labels: np.ndarray, i
         return {"dicom_seg": "", "dicom_sr": "", "dicom_note": "no single-frame DICOM source: no SEG/SR"}
     from l3seg_lib.measurement.dicom_out import write_dicom_outputs  # highdicom: only when asked for
 
+    result.update(verdict_status(result.to_row()))
     try:
         return write_dicom_outputs(out, stem, source, image, labels, imat_hu, result.to_row(), model_label)
     except OSError as exc:  # the output side: fatal, not a note
@@ -181,6 +191,8 @@ def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
     # series of one patient that disagree name each other (review reasons, errors.csv)
     apply_disagreements(results, series_disagreements(results, {r.source: r.frame_of_reference for r in results}))
     slices: list[SliceResult] = [r for res in results for r in res.rows]
+    for r in slices:  # after the disagreements: a verdict a review reason doubts is provisional
+        r.update(verdict_status(r.to_row()))
     table = results_table(slices)
     errors = [e for res in results for e in res.errors]
     err = pd.DataFrame(errors, columns=["source", "error", "review", "picture"]

@@ -18,5 +18,5 @@ def setup(run_dir: str = "", params_file: str = "", runs_dir: str | Path | None 
     pd.set_option("display.precision", 3)
     warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
     run = open_run(run_dir, params_file, create=create, runs_dir=runs_dir)
-    print(f"run folder: {run.dir}")
+    print(f"run folder: {run.id} (under the runs folder)")
     return run, run.params

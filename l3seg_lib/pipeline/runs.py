@@ -104,11 +104,45 @@ class Run:
         """The optimised model as an ONNX model file (written by the optimisation step)."""
         return self.optimize_dir / "optimised" / "model.onnx"
 
+    def rel(self, path: str | Path) -> str:
+        """``path`` as the pages show it: relative to the run folder when inside it, else its name
+        (no machine path in a report)."""
+        p = Path(path)
+        try:
+            return str(p.resolve().relative_to(self.dir.resolve()))
+        except ValueError:
+            return p.name
+
+    def optimised_found_worse(self) -> str:
+        """Why ``auto`` does not take the optimised model: the tissues on which 03_optimize's
+        comparison (``optimize/comparison.csv``) found it worse than the baseline (Holm-adjusted
+        p < 0.05, median paired difference < 0) while better on none, in words; empty otherwise."""
+        import pandas as pd
+
+        path = self.optimize_dir / "comparison.csv"
+        try:
+            table = pd.read_csv(path, index_col=0)
+        except (OSError, ValueError):
+            return ""
+        names = {"muscle": "muscle", "sat": "SAT", "vat": "VAT"}
+        rows = table.loc[[t for t in names if t in table.index]]
+        if not {"holm p", "median difference", "difference"} <= set(rows.columns):
+            return ""
+        significant = rows["holm p"] < 0.05
+        worse, better = rows[significant & (rows["median difference"] < 0)], rows[significant & (rows["median difference"] > 0)]
+        if worse.empty or not better.empty:
+            return ""
+        return ("03_optimize found the optimised setting worse than the baseline on " + ", ".join(
+            f"{names[t]} Dice (mean difference {r['difference']:+.3f}, Holm-adjusted p {r['holm p']:.2g})"
+            for t, r in worse.iterrows()) + ", so the baseline model is evaluated")
+
     def choose_model(self, which: str = "auto") -> tuple[Path, str]:
-        """(model file, label): ``baseline``, ``optimised``, or ``auto`` (optimised if it exists)."""
+        """(model file, label): ``baseline``, ``optimised``, or ``auto`` (the optimised model if it
+        exists, unless 03_optimize found it worse: :meth:`optimised_found_worse`)."""
         if which not in ("auto", "baseline", "optimised"):
             raise ValueError(f"evaluate.model must be auto, baseline or optimised, got {which!r}")
-        if which == "optimised" or (which == "auto" and self.optimised_model.is_file()):
+        if which == "optimised" or (which == "auto" and self.optimised_model.is_file()
+                                    and not self.optimised_found_worse()):
             if not self.optimised_model.is_file():
                 raise FileNotFoundError(f"{self.optimised_model}: no optimised model; run 03_optimize first")
             return self.optimised_model, "optimised"

@@ -6,17 +6,22 @@ import base64
 import datetime as _dt
 import io
 import math
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
-from markupsafe import escape
+from markupsafe import Markup, escape
 from PIL import Image
 
 from l3seg_lib import __version__
 from l3seg_lib.names import atomic_path, safe_name
+from l3seg_lib.reporting.cohort import SUMMARY_MEASURES, level_text, medians, patient_rows, strip_svg, verdict_counts
+from l3seg_lib.reporting.reasons import VERDICT_NAMES, VERDICTS, ranked_reasons, verdict_status
+from l3seg_lib.reporting.refusals import Refusal, input_name, plain_refusal, strip_paths
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("l3seg_lib.reporting", "templates"),
@@ -100,52 +105,103 @@ def _verdict_class(v: str) -> str:
     return {"yes": "yes", "no": "no"}.get(v, "nc")
 
 
+def _verdict_cell(verdict: Any, status: str) -> Markup:
+    """A verdict for a table cell: a provisional one says so (amber, never the bold red of a finding)."""
+    v = str(verdict if isinstance(verdict, str) else "not computable")
+    if status == "provisional" and v in ("yes", "no", "mixed"):
+        return Markup(f'<span class="prov">{escape(v)}<small> provisional</small></span>')
+    return Markup(f'<span class="{_verdict_class(v)}">{escape(v)}</span>')
+
+
+HEIGHT_HINT = ("height missing: add height_m (or height_cm) for this patient to the clinical CSV given with "
+               "--clinical, or have the scanner record PatientSize in the DICOM header")
+"""The one wording for an SMI (and a verdict needing it) that cannot be computed for want of height."""
+
+
+def _smi_text(r: Mapping[str, Any]) -> str:
+    """SMI to one decimal, or why it is not computable (and how to supply height)."""
+    if _finite(r.get("smi_cm2_m2")):
+        return _fmt(float(r.get("smi_cm2_m2")))
+    if not _finite(r.get("height_m")):
+        return "not computable: height missing (how to supply it: above)"
+    return "not computable: no muscle area"
+
+
+def _reason_text(reason: Any, r: Mapping[str, Any]) -> str:
+    """A verdict's reason, the missing SMI worded as :data:`HEIGHT_HINT` when height is what is missing."""
+    text = str(reason) if isinstance(reason, str) else ""
+    if not _finite(r.get("height_m")) and re.match(r"^(SMI|height)\b.*missing|^height not available", text):
+        rest = [w.strip() for w in re.sub(r"\s*missing.*$", "", text).split(",") if w.strip() not in ("SMI", "height")]
+        return HEIGHT_HINT + (f"; also {', '.join(rest)} missing" if rest else "")
+    return text
+
+
+def _file_links(r: Mapping[str, Any], base_dir: Path, prefix: str) -> list[tuple[str, str]]:
+    """(label, relative link) of a slice's files that exist: overlay, masks, DICOM SEG and SR."""
+    links = []
+    for key, label in (("overlay", "overlay picture"), ("mask_nifti", "mask (NIfTI, ITK-SNAP)"),
+                       ("mask_tag", "mask (Slice-O-Matic .tag)"), ("dicom_seg", "DICOM SEG"), ("dicom_sr", "DICOM SR")):
+        rel = r.get(key)
+        if isinstance(rel, str) and rel and (base_dir / rel).is_file():
+            links.append((label, prefix + rel))
+    return links
+
+
 def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir: Path, meta: dict[str, Any],
                        images: Mapping[str, bytes] | None = None) -> Path:
-    """One patient's page: overlays, the numbers with units, and the verdicts with reasons.
+    """One patient's page: overlays, the numbers with units, and the verdicts with reasons; a
+    verdict a review flag doubts is marked provisional; links back to the index and to the slice's
+    files (masks, SEG, SR).
     ``images``: overlay PNG bytes already in memory, by path relative to ``base_dir`` (others are read)."""
     first = rows.iloc[0]
     clinical = {
         "sex": {"M": "male", "F": "female"}.get(first.get("sex"), "not available"),
         "age": _fmt(first.get("age_years"), 0, "years"),
-        "height": _fmt(first.get("height_m"), 2, "m"),
+        "height": _fmt(first.get("height_m"), 2, "m") if _finite(first.get("height_m")) else "not available",
         "weight": _fmt(first.get("weight_kg"), 1, "kg"),
         "bmi": _fmt(first.get("bmi_kg_m2"), 1, "kg/m²"),
         "notes": [str(first[k]) for k in ("height_source", "weight_source", "age_source", "bmi_source")
                   if isinstance(first.get(k), str) and ("read as" in first[k] or "not used" in first[k])],
     }
+    if not _finite(first.get("height_m")):
+        clinical["notes"].append("SMI and the verdicts that need it are not computable: " + HEIGHT_HINT + ".")
+    prefix = os.path.relpath(base_dir, path.parent).replace(os.sep, "/") + "/"
     slices = []
     for _, r in rows.iterrows():
         png = (images or {}).get(r["overlay"])
         png, factor = readable_png(png if png is not None else (base_dir / r["overlay"]).read_bytes())
         image = base64.b64encode(png).decode("ascii")
         measures = [
-            ("Skeletal muscle area (compartment)", _fmt(r["sma_cm2"]), "cm²"),
             ("Skeletal muscle area (refined)", _fmt(r["sma_refined_cm2"]), "cm²"),
-            ("Skeletal muscle index (SMI)", _fmt(r.get("smi_cm2_m2")), "cm²/m²"),
+            ("Skeletal muscle area (compartment, as painted)", _fmt(r["sma_cm2"]), "cm²"),
+            ("Skeletal muscle index (SMI)", _smi_text(r), "cm²/m²"),
             ("Muscle density, mean ± SD (refined)",
              f"{_fmt(r['muscle_refined_hu_mean'])} ± {_fmt(r['muscle_refined_hu_sd'])}", "HU"),
             ("Muscle density, median (refined)", _fmt(r["muscle_refined_hu_median"]), "HU"),
             ("Muscle density, mean (whole compartment)", _fmt(r["muscle_hu_mean"]), "HU"),
             ("Intermuscular adipose tissue (IMAT)", _fmt(r["imat_cm2"]), "cm²"),
-            ("Subcutaneous fat (SAT), compartment / refined", f"{_fmt(r['sat_cm2'])} / {_fmt(r['sat_refined_cm2'])}", "cm²"),
-            ("Visceral fat (VAT), compartment / refined", f"{_fmt(r['vat_cm2'])} / {_fmt(r['vat_refined_cm2'])}", "cm²"),
+            ("Subcutaneous fat (SAT), refined / compartment", f"{_fmt(r['sat_refined_cm2'])} / {_fmt(r['sat_cm2'])}", "cm²"),
+            ("Visceral fat (VAT), refined / compartment", f"{_fmt(r['vat_refined_cm2'])} / {_fmt(r['vat_cm2'])}", "cm²"),
             ("Total adipose tissue (SAT + VAT), refined", _fmt(r["tat_refined_cm2"]), "cm²"),
             ("VAT / SAT ratio (refined)", _fmt(r["vat_sat_ratio_refined"], 2), ""),
         ]
-        verdicts = [(name, r[key], _verdict_class(r[key]), r[f"{key}_reason"]) for name, key in (
+        status = verdict_status(r.to_dict())
+        verdicts = [(name, _verdict_cell(r[key], status[f"{key}_status"]), status[f"{key}_status"],
+                     _reason_text(r[f"{key}_reason"], r)) for name, key in (
             ("Sarcopenia", "sarcopenia"), ("Sarcopenic obesity", "sarcopenic_obesity"),
             ("Myosteatosis", "myosteatosis"), ("Visceral obesity", "visceral_obesity"))]
-        slices.append({"slice_index": int(r["slice_index"]), "source": r["source"],
+        review = ranked_reasons(r.get("review_reasons")) if r.get("review_required") else []
+        slices.append({"slice_index": int(r["slice_index"]), "source": input_name(r["source"]),
                        "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",
                        "image": image, "pixel_caption": _pixel_caption(r, factor), "measures": measures, "verdicts": verdicts,
+                       "provisional": status["verdicts_provisional_reason"],
                        "calibrated": bool(r.get("hu_calibrated", True)),
-                       "series_notes": r.get("series_notes") if isinstance(r.get("series_notes"), str) else "",
-                       "level": _level(r, base_dir),
-                       "review": [x for x in str(r.get("review_reasons") or "").split("; ") if x]
-                       if r.get("review_required") else []})
+                       "series_notes": strip_paths(r.get("series_notes")) if isinstance(r.get("series_notes"), str) else "",
+                       "level": _level(r, base_dir), "level_text": level_text(r),
+                       "files": _file_links(r, base_dir, prefix), "review": review})
     html = _ENV.get_template("patient.html").render(
         title=f"L3 body composition - {patient_id}", patient_id=patient_id, clinical=clinical, slices=slices,
+        index=prefix + "index.html", csv=prefix + "measurements.csv",
         version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_page(path, html)
@@ -163,19 +219,71 @@ def _level(r: pd.Series, base_dir: Path) -> dict[str, Any] | None:
             "image": base64.b64encode(readable_png((base_dir / picture).read_bytes())[0]).decode("ascii")}
 
 
+def thumbnail_path(overlay: str) -> str:
+    """Where the index's thumbnail of an overlay lies (relative to the output folder)."""
+    p = Path(overlay)
+    return str(p.parent / "thumbs" / p.name)
+
+
+_COHORT_COLUMNS = (  # key, header, kind (sort as number or text)
+    ("thumb", "Overlay", ""), ("patient", "Patient", "t"), ("review", "Review (most severe first)", "n"),
+    ("level", "L3 level", "t"), ("sex", "Sex", "t"), ("sarcopenia", "Sarcopenia", "t"),
+    ("myosteatosis", "Myosteatosis", "t"), ("visceral_obesity", "Visceral obesity", "t"),
+    ("sarcopenic_obesity", "Sarcopenic obesity", "t"), ("smi_cm2_m2", "SMI (cm²/m²)", "n"),
+    ("sma_refined_cm2", "Muscle (cm²)", "n"), ("muscle_refined_hu_mean", "Muscle HU", "n"),
+    ("imat_cm2", "IMAT (cm²)", "n"), ("sat_refined_cm2", "SAT (cm²)", "n"), ("vat_refined_cm2", "VAT (cm²)", "n"))
+
+
+def _cohort_rows(patients: list[dict[str, Any]], base_dir: Path) -> list[dict[str, Any]]:
+    """The cells of the cohort table, one row per patient, each cell with its sort value."""
+    rows = []
+    for p in patients:
+        page = f"patients/{safe_name(p['patient_id'])}.html"
+        thumb = thumbnail_path(p["overlay"]) if p["overlay"] else ""
+        cells = {"thumb": (Markup(f'<a href="{escape(page)}"><img class="thumb" data-src="{escape(thumb)}" '
+                                  f'alt="overlay of {escape(p["patient_id"])}"></a>') if thumb and (base_dir / thumb).is_file()
+                           else Markup(""), ""),
+                 "patient": (Markup(f'<a href="{escape(page)}">{escape(p["patient_id"])}</a>'
+                                    + (f'<br><small>{p["n_slices"]} slices, median shown</small>' if p["n_slices"] > 1 else "")),
+                             p["patient_id"])}
+        sev = p["severity"]
+        badge = "".join(f'<li class="sev-{r.severity}">{escape(r.label)}</li>' for r in p["reasons"])
+        cells["review"] = (Markup(f'<ul class="reasons">{badge}</ul>') if badge else Markup('<span class="ok">none</span>'),
+                           {"high": 3, "medium": 2, "low": 1}.get(sev, 0))
+        cells["level"] = (p["level"], p["level"])
+        cells["sex"] = (p["sex"] or "–", p["sex"])
+        for v in ("sarcopenia", "myosteatosis", "visceral_obesity", "sarcopenic_obesity"):
+            cells[v] = (_verdict_cell(p[v], p[f"{v}_status"]),
+                        f"{p[v]}{' provisional' if p[f'{v}_status'] == 'provisional' else ''}")
+        for key in ("smi_cm2_m2", "sma_refined_cm2", "muscle_refined_hu_mean", "imat_cm2", "sat_refined_cm2",
+                    "vat_refined_cm2"):
+            v = p[key]
+            cells[key] = (_fmt(v) if _finite(v) else "–", f"{v:.3f}" if _finite(v) else "")
+        search = " ".join([p["patient_id"], p["sex"] or "", p["level"], *(r.label for r in p["reasons"])]).lower()
+        filters = {"sev": sev or "none", "sex": p["sex"] or "", "prov": "1" if any(
+            p[f"{v}_status"] == "provisional" for v in VERDICTS) else "0",
+            **{v: p[v] for v in VERDICTS}}
+        rows.append({"cells": [{"html": cells[k][0], "v": cells[k][1], "label": head,
+                                "num": kind == "n" and k != "review"} for k, head, kind in _COHORT_COLUMNS],
+                     "search": search,
+                     "filters": filters})
+    return rows
+
+
+PAGE_ROWS = 100
+"""Rows of the cohort table shown at first (the others a click away; filters and search cover all):
+a cohort of hundreds opens in well under 2 s."""
+
+
 def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
                      agreement: pd.DataFrame, meta: dict[str, Any], skipped: pd.DataFrame | None = None) -> Path:
-    """Batch overview: one line per slice with links, the errors, and reference agreement."""
-    headers = ["Review", "Patient", "Slice", "Sex", "SMA (cm²)", "SMI (cm²/m²)", "Muscle HU", "SAT (cm²)", "VAT (cm²)",
-               "Sarcopenia", "Myosteatosis", "Visceral obesity"]
-    rows = []
-    for _, r in table.iterrows():
-        link = f'<a href="patients/{safe_name(str(r["patient_id"]))}.html">{escape(str(r["patient_id"]))}</a>'
-        flag = (f'<span class="yes" title="{escape(str(r.get("review_reasons") or ""))}">review</span>'
-                if r.get("review_required") else "")
-        rows.append([flag, link, int(r["slice_index"]), r.get("sex") or "–", _fmt(r["sma_refined_cm2"]), _fmt(r.get("smi_cm2_m2")),
-                     _fmt(r["muscle_refined_hu_mean"]), _fmt(r["sat_refined_cm2"]), _fmt(r["vat_refined_cm2"]),
-                     r["sarcopenia"], r["myosteatosis"], r["visceral_obesity"]])
+    """The batch's index: a summary (counts per verdict, medians, distributions by sex), one
+    sortable, filterable row per patient (the median of its slices when there are several) with its
+    review reasons ranked, its level, a thumbnail and its page, the inputs not measured in plain
+    words with the next step, and reference agreement. A static file: inline CSS and a little
+    script, no network."""
+    base_dir = Path(path).parent
+    patients = patient_rows(table)
     val_rows = []
     if len(validation):
         for _, a in agreement.iterrows():
@@ -187,12 +295,36 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
                    else not_computable(n))
             val_rows.append({"tissue": t, "dice": dice, "err": _stat(validation[f"area_err_{t}_cm2"].mean(), n),
                              "bias": _stat(a["bias"], n), "loa": loa, "n": n})
+    refusals = [plain_refusal(e.get("source"), e.get("error"), bool(e.get("review")), e.get("picture") or "")
+                for e in errors.astype(object).where(errors.notna(), None).to_dict("records")]
+    files = [(name, name) for name in ("measurements.csv", "errors.csv", "skipped.csv", "validation.csv",
+                                        "agreement.csv") if (base_dir / name).is_file() or name == "measurements.csv"]
+    strips = [strip_svg(patients, key, name, unit) for key, name, unit in SUMMARY_MEASURES[:3]] if patients else []
     html = _ENV.get_template("index.html").render(
-        title="L3 body composition - batch", headers=headers, rows=rows,
-        n_rows=len(table), n_patients=table["patient_id"].nunique() if len(table) else 0, n_errors=len(errors),
-        errors=errors.astype(object).where(errors.notna(), None).to_dict("records"), validation=val_rows,
-        skipped=[] if skipped is None else skipped.to_dict("records"), version=__version__, generated=_now(), **meta)
+        title="L3 body composition - batch", columns=_COHORT_COLUMNS, page_rows=PAGE_ROWS, rows=_cohort_rows(patients, base_dir),
+        n_rows=len(table), n_patients=len(patients), n_errors=len(errors),
+        n_review=sum(1 for p in patients if p["severity"]), n_high=sum(1 for p in patients if p["severity"] == "high"),
+        counts=verdict_counts(patients), medians=medians(patients) if patients else [], strips=strips,
+        refusals=refusals, validation=val_rows, files=files, verdict_names=VERDICT_NAMES,
+        skipped=[] if skipped is None else [{**k, "source": input_name(k.get("source")), "file": strip_paths(k.get("file")),
+                                            "reason": strip_paths(k.get("reason"))} for k in skipped.to_dict("records")],
+        version=__version__, generated=_now(), **meta)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_page(path, html)
+    if refusals:
+        write_refusals_html(base_dir / REFUSALS_PAGE, refusals)
+    return path
+
+
+REFUSALS_PAGE = "not_measured.html"
+"""The page of the inputs that were not measured, beside ``index.html``."""
+
+
+def write_refusals_html(path: Path, refusals: list[Refusal]) -> Path:
+    """One card per input that was not measured: its name, what happened in plain words, the next
+    step and the localiser's review picture (linked, not embedded); a way back to the index."""
+    html = _ENV.get_template("refusals.html").render(title="L3 body composition - not measured", refusals=refusals,
+                                                     version=__version__, generated=_now())
     _write_page(path, html)
     return path
 
@@ -202,7 +334,8 @@ def write_run_index_html(path: Path, run_id: str, params_path: Path, notebooks_d
     """Index of a pipeline run's reports: one link (title, file name) per rendered notebook;
     ``smoke_test``: the banner of a smoke-test run."""
     html = _ENV.get_template("run_index.html").render(
-        title=f"l3seg run {run_id}", run_id=run_id, params_path=str(params_path), notebooks_dir=str(notebooks_dir),
+        title=f"l3seg run {run_id}", run_id=run_id, params_path=Path(params_path).name,
+        notebooks_dir=f"{Path(notebooks_dir).name}/",
         data_source=data_source, seed=seed, links=links, version=__version__, generated=_now(), smoke_test=smoke_test)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_page(path, html)

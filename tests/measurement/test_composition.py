@@ -100,7 +100,9 @@ def test_sarcopenia_martin2013_both_sides(sex, bmi, cut):
 
 def test_sarcopenia_martin2013_missing_inputs():
     assert sarcopenia_martin2013(40.0, None, 22.0).value is None
-    assert sarcopenia_martin2013(40.0, "M", None).value is None  # men need BMI
+    assert sarcopenia_martin2013(48.0, "M", None).value is None  # men need BMI between 43 and 53
+    assert sarcopenia_martin2013(40.0, "M", None).value is True  # below both men's cut-offs: BMI not needed
+    assert sarcopenia_martin2013(53.0, "M", None).value is False  # at or above both
     assert sarcopenia_martin2013(40.0, "F", None).value is True  # women do not
     assert "SMI missing" in sarcopenia_martin2013(None, "F", 20.0).reason
 
@@ -152,7 +154,12 @@ def test_assess_combines_and_cites(hand_slice):
     assert out["cutoff_set"] == "martin2013" and "martin2013" in out["cutoff_references"]
     missing = assess(measures, {"sex": None, "height_m": None})
     assert missing["smi_cm2_m2"] is None
-    assert missing["sarcopenia"] == "not computable" and missing["myosteatosis"] == "not computable"
+    assert missing["sarcopenia"] == "not computable"
+    assert missing["myosteatosis"] == "yes"  # 30 HU < 33 and < 41: every BMI group's cut-off agrees
+    assert "BMI not needed" in missing["myosteatosis_reason"]
+    between = assess({**measures, "muscle_refined_hu_mean": 36.0}, {"sex": None, "height_m": None})
+    assert between["myosteatosis"] == "not computable" and "between" in between["myosteatosis_reason"]
+    assert assess({**measures, "muscle_refined_hu_mean": 41.0}, {})["myosteatosis"] == "no"
     assert missing["visceral_obesity"] == "yes"  # needs no clinical variables
     assert all(cs.citation_text().startswith("[1]") for cs in CUTOFF_SETS.values())
     with pytest.raises(ValueError, match="unknown cut-off set"):

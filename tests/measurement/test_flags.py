@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 from helpers import body_phantom, write_dicom
 
@@ -104,7 +105,19 @@ def test_flags_in_measurements_and_html(tmp_path, tiny_model):
     assert (tmp_path / "out" / row["dicom_seg"]).is_file() and (tmp_path / "out" / row["dicom_sr"]).is_file()
     assert pd.read_csv(tmp_path / "out" / "measurements.csv")["review_required"].iloc[0]
     assert "Review before use" in (tmp_path / "out" / "patients" / "CUT.html").read_text()
-    assert ">review<" in (tmp_path / "out" / "index.html").read_text()
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert '<li class="sev-high">body cut by the field of view</li>' in index  # the reason shown, not in a tooltip
+    assert row["review_severity"] == "high" and "body cut by the field of view" in row["verdicts_provisional_reason"]
+    sr = pydicom.dcmread(tmp_path / "out" / row["dicom_sr"])
+    texts = [str(item.get("TextValue", "")) for item in _walk(sr)]
+    assert any(t.startswith("provisional, check the slice first: body cut by the field of view") for t in texts)
+
+
+def _walk(ds):
+    """Every content item of an SR, depth first."""
+    for item in getattr(ds, "ContentSequence", []):
+        yield item
+        yield from _walk(item)
 
 
 def _wall_slice(band_label: int = 0, band_hu: float = 50.0, inner_fat_label: int = 3, bowel: bool = False):
