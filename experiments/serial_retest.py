@@ -19,6 +19,7 @@ import pandas as pd
 
 from l3seg_lib.measurement.batch import measure_folder
 from l3seg_lib.measurement.options import MeasureOptions
+from l3seg_lib.models import default_model_path
 from l3seg_lib.measurement.serial import MEASURES, method_error, time_points
 from l3seg_lib.phantom.followup import Visit, generate_followups
 
@@ -34,7 +35,7 @@ def main() -> None:
     out = Path(args.out)
     generate_followups(out / "data", [Visit(0), Visit(7)], n_patients=args.patients, seed=args.seed,
                        matrix=args.matrix)
-    model = Path(__file__).resolve().parents[1] / "l3seg_lib" / "models" / "default.onnx"
+    model = default_model_path()
     res = measure_folder(out / "data" / "dicom", model, out / "measured", MeasureOptions(progress=False))
     tp = time_points(res.measurements)
     tp = tp[tp["status"] == "time point"]
