@@ -194,3 +194,13 @@ def test_a_batch_of_single_scans_writes_no_serial_outputs(followups, tmp_path):
     measure_folder(tmp_path / "in", default_model_path(), tmp_path / "out", MeasureOptions(progress=False))
     assert not (tmp_path / "out" / "changes.csv").exists() and not (tmp_path / "out" / "changes.html").exists()
     assert "changes.html" not in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_single_slice_scans_take_the_real_ct_level_spread_and_the_mdc_is_2_77_sem():
+    tp = serial.time_points(pd.DataFrame([_row("P", "a", "S1", "2026-01-05", 100.0),
+                                          _row("P", "b", "S2", "2026-04-05", 90.0)]))
+    e = serial.method_error(tp)["sma_refined_cm2"]
+    assert e.slice_scans == 0 and e.slice_sd == serial.REAL_SLICE_STEP["sma_refined_cm2"]
+    assert e.sem == pytest.approx(math.sqrt(e.slice_sd**2 + e.retest**2 + e.members**2))
+    assert e.mdc(100.0) == pytest.approx(2.7718 * e.sem * 100.0, rel=1e-3)
+    assert "real-CT" in e.describe()

