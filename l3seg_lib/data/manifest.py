@@ -8,10 +8,13 @@ Columns (paths relative to the manifest's folder):
 ``slice_index``      slice of a volume (canonical, inferior -> superior); blank = every
                      slice that carries labels (training) or the automatic choice (measuring)
 ``spacing_row_mm``, ``spacing_col_mm``, ``window_lo_hu``, ``window_hi_hu``   PNG only
+``date``             the scan's date (``YYYY-MM-DD`` or ``YYYYMMDD``): orders a patient's scans over
+                     time (serial scans) where the image carries no StudyDate (NIfTI, PNG)
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from l3seg_lib.errors import L3SegInputError
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("image", "mask", "patient_id", "slice_index", "spacing_row_mm", "spacing_col_mm",
-                    "window_lo_hu", "window_hi_hu")
+                    "window_lo_hu", "window_hi_hu", "date")
 
 
 def is_blank(value: Any) -> bool:
@@ -43,6 +46,8 @@ class ManifestEntry:
     """(row, col) pixel spacing in mm of a PNG export."""
     png_window_hu: tuple[float, float] | None = None
     """(low, high) export window in HU of a PNG export."""
+    date: str | None = None
+    """The scan's date as ``YYYY-MM-DD`` (the manifest's ``date`` column), None when blank."""
 
     @property
     def is_png(self) -> bool:
@@ -66,7 +71,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise L3SegInputError(path, "manifest not found")
     try:
-        df = pd.read_csv(path, dtype={"patient_id": str, "image": str, "mask": str})
+        df = pd.read_csv(path, dtype={"patient_id": str, "image": str, "mask": str, "date": str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise L3SegInputError(path, f"not a readable CSV ({exc})") from None
     if "image" not in df.columns:
@@ -83,6 +88,20 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
                        for v in df[col]]
     df.attrs["source"] = str(path)
     return df
+
+
+def iso_date(text: Any) -> str | None:
+    """A calendar date given as ``YYYY-MM-DD`` or ``YYYYMMDD`` (a DICOM DA) as ``YYYY-MM-DD``; None
+    when blank or not a valid date."""
+    if is_blank(text):
+        return None
+    digits = str(text).strip().replace("-", "")
+    if len(digits) != 8 or not digits.isdigit():
+        return None
+    try:
+        return _dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
+    except ValueError:
+        return None
 
 
 def entry_from_row(row: pd.Series | dict[str, Any], source: str | Path | None = None) -> ManifestEntry:
@@ -109,11 +128,19 @@ def entry_from_row(row: pd.Series | dict[str, Any], source: str | Path | None = 
     window = (number("window_lo_hu"), number("window_hi_hu"))
     pid = value("patient_id")
     mask = value("mask")
+    date = value("date")
+    if date is not None:
+        iso = iso_date(date)
+        if iso is None:
+            raise L3SegInputError(source or row.get("image"), f"date {date!r} of {row.get('image')} is not a date "
+                                                              "(YYYY-MM-DD or YYYYMMDD)")
+        date = iso
     return ManifestEntry(
         image=Path(str(row["image"])), mask=None if mask is None else Path(str(mask)),
         patient_id=None if pid is None else str(pid).strip(), slice_index=None if index is None else int(index),
         png_spacing_mm=None if None in spacing else spacing,  # type: ignore[arg-type]
         png_window_hu=None if None in window else window,  # type: ignore[arg-type]
+        date=date,
     )
 
 

@@ -133,6 +133,14 @@ class SliceResult:
     visceral_obesity_status: str = ""
     review_severity: str = ""
     verdicts_provisional_reason: str = ""
+    # -- read: the scan's place in the patient's time line (serial scans, :mod:`.serial`) --
+    study_date: str = ""
+    """YYYY-MM-DD: StudyDate, else AcquisitionDate, else the manifest's ``date`` ("" when none or they conflict)."""
+    date_source: str = ""
+    """Where ``study_date`` came from, or why there is none."""
+    study_uid: str = ""
+    series_uid: str = ""
+    issuer_of_patient_id: str = ""
 
     def to_row(self) -> dict[str, Any]:
         """The row of ``measurements.csv`` (optional columns only when produced)."""

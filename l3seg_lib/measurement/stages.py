@@ -43,6 +43,7 @@ from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_r
 from l3seg_lib.measurement.options import NOT_CHECKED, MeasureOptions
 from l3seg_lib.measurement.result import InputResult, InputStatus, LevelSource, SliceResult
 from l3seg_lib.measurement.writers import OverlayWriter, write_dicom_pair, write_masks
+from l3seg_lib.measurement.serial import time_point_fields
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.review import save_localizer_png
 
@@ -209,6 +210,7 @@ def _measure_slice(inp: ManifestEntry, volume: CTVolume, i: int, pred, level: di
     r.update(verdict)
     r.update(measures)
     r.update({"series_notes": "; ".join(volume.meta.series_notes or []), **level})
+    r.update(time_point_fields(volume.meta, i, getattr(inp, "date", None)))  # serial scans
     r.files_skipped, r.inference_s, r.model = len(volume.meta.skipped or []), pred.seconds, m.predictor.label
     stem = f"{safe_name(volume.patient_id)}_{safe_name(inp.image.name)}_s{i:03d}"
     r.overlay = m.overlays.submit(stem, volume.hu[i], pred.labels, spacing, comp.hu_ranges.get("imat"))

@@ -22,6 +22,7 @@ from l3seg_lib.imageio.ct import CTImage
 from l3seg_lib.measurement.consistency import apply_disagreements, series_disagreements
 from l3seg_lib.measurement.masks import export_masks
 from l3seg_lib.measurement.result import InputResult, InputStatus, MeasureResult, SliceResult, results_table
+from l3seg_lib.measurement.serial import write_serial
 from l3seg_lib.names import atomic_path, clean_text, csv_cell, safe_name
 from l3seg_lib.reporting.html import thumbnail_path, write_index_html, write_patient_html
 from l3seg_lib.reporting.overlays import overlay_rgb, report_picture_png
@@ -216,6 +217,8 @@ def write_outputs(out: Path, results: list[InputResult], meta: dict[str, Any],
     # the pages get the cells without control characters (they escape HTML themselves)
     page_table, page_err, page_val, page_skipped = (clean_frame(d) for d in (table, err, val, skipped_df))
     try:
+        # serial scans (a patient with >= 2 studies): timepoints.csv, changes.csv, timeline pages, changes.html
+        meta = {**meta, "timeline_links": write_serial(out, page_table, meta, images, write_csv)}
         if len(page_table):
             for pid, group in page_table.groupby("patient_id", sort=True):
                 write_patient_html(out / "patients" / f"{safe_name(str(pid))}.html", str(pid), group, out, meta,

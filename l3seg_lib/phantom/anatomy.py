@@ -91,7 +91,7 @@ def body_frame(spec: PatientSpec, slice_index: int, matrix: int = 512) -> Frame:
     """Body-level geometry: sizes from the habitus, the field of view, and the polar outlines of
     the body, the muscle envelope and the abdominal cavity."""
     prng = np.random.default_rng([spec.seed, 0])  # patient-level shapes, identical for every slice
-    srng = np.random.default_rng([spec.seed, slice_index + 1])  # slice-level variation
+    srng = np.random.default_rng([spec.seed, slice_index + 1, *([spec.scan] if spec.scan else [])])  # slice-level
     dz = (slice_index - (spec.n_slices - 1) / 2) * SLICE_GAP_MM  # mm from the middle of L3
     k = spec.muscle_scale * (1.0 + 0.004 * dz)
     v = spec.vat_level

@@ -38,6 +38,9 @@ class PatientSpec:
     seed: int
     realism: bool = False
     """Add what real scans hold (:mod:`l3seg_lib.phantom.realism`)."""
+    scan: int = 0
+    """Which scan of the patient (0 the first): a later scan draws its slice-level variation (bowel,
+    vessels, noise) afresh, its shapes stay the patient's (:mod:`l3seg_lib.phantom.followup`)."""
 
 
 def make_patient(index: int, seed: int, matrix: int = 512, slices: tuple[int, int] = (1, 3),

@@ -26,8 +26,11 @@ def _uid(*parts) -> str:
 
 
 def write_ct_slice(path: Path, hu: np.ndarray, spec: PatientSpec, info: dict, instance: int,
-                   seed: int, z_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Write a canonical HU slice as a CT DICOM file; returns (row cosine, col cosine, position)."""
+                   seed: int | tuple, z_mm: float, study_date: str | None = "20260101"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write a canonical HU slice as a CT DICOM file; returns (row cosine, col cosine, position).
+    ``seed`` makes the UIDs (a later study of the patient passes another); ``study_date`` YYYYMMDD,
+    None for a file without dates (as some anonymised exports are)."""
     s = info["spacing_mm"]
     n = hu.shape[0]
     x0, y0 = info["origin_x"], info["origin_y"]
@@ -64,7 +67,8 @@ def write_ct_slice(path: Path, hu: np.ndarray, spec: PatientSpec, info: dict, in
     ds.PatientAge = f"{spec.age:03d}Y"
     ds.PatientSize = f"{spec.height_m:.2f}"
     ds.PatientWeight = f"{spec.weight_kg:.1f}"
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20260101"
+    if study_date is not None:
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
     ds.StudyID = "1"
     ds.SeriesNumber = 2
