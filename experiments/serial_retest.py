@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from l3seg_lib.measurement.batch import measure_folder
+from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.models import default_model_path
 from l3seg_lib.measurement.serial import MEASURES, method_error, time_points

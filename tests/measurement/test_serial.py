@@ -14,7 +14,7 @@ from l3seg_lib.data.manifest import entry_from_row, iso_date
 from l3seg_lib.errors import L3SegInputError
 from l3seg_lib.imageio.ct import ImageMeta
 from l3seg_lib.measurement import composition, serial
-from l3seg_lib.measurement.batch import measure_folder
+from l3seg_lib.measurement.orchestration import measure_folder
 from l3seg_lib.measurement.options import MeasureOptions
 from l3seg_lib.measurement.result import COLUMNS
 from l3seg_lib.models import default_model_path
