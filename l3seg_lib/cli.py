@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_remeasure)
 
     p = sub.add_parser("finetune", help="fine-tune the default model on your labelled cases (patient-wise)")
-    p.add_argument("manifest", help="manifest CSV: image, mask, patient_id (see README)")
+    p.add_argument("manifest", help="manifest CSV: image, mask, patient_id (see docs/inputs.md)")
     p.add_argument("--out", required=True)
     p.add_argument("--model", help="model to start from (an .onnx with its .pt beside it; default: the shipped model)")
     p.add_argument("--label-map", help="YAML/JSON label map of the masks (default: 0-3 as the classes)")

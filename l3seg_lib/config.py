@@ -41,7 +41,7 @@ class DataConfig:
     """``phantom`` (generate the built-in data set) or ``manifest`` (a CSV listing your cases)."""
     manifest: str | None = None
     """CSV with columns ``image, mask`` and optionally ``patient_id, slice_index,
-    spacing_row_mm, spacing_col_mm, window_lo_hu, window_hi_hu`` (see README)."""
+    spacing_row_mm, spacing_col_mm, window_lo_hu, window_hi_hu`` (see docs/inputs.md)."""
     clinical_csv: str | None = None
     """CSV with ``patient_id`` and any of ``sex, age, height_m|height_cm, weight_kg, bmi``."""
     label_map: dict[str, list[int]] | None = None

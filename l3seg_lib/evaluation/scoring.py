@@ -192,7 +192,7 @@ def regression_lines(comparison: pd.DataFrame) -> list[str]:
 
 
 def markdown_table(summary: pd.DataFrame, sets: Sequence[str] | None = None) -> str:
-    """README table: one row per model; per set the refined Dice of each tissue (mean +- SE) and
+    """Results table (docs/results.md): one row per model; per set the refined Dice of each tissue (mean +- SE) and
     the muscle area error in % (refined prediction vs reference)."""
     sets = list(sets or summary["set"].unique())
     head = ["model"]

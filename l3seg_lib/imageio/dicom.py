@@ -559,7 +559,7 @@ class SeriesCandidate:
 
 SERIES_RULE = ("original images before derived ones; soft-tissue kernels before bone or lung kernels; "
                "slice thickness 2-5 mm before thinner or thicker; then the most slices; then the lowest SeriesNumber")
-"""How :func:`choose_series` picks one series among several eligible ones (documented in the README)."""
+"""How :func:`choose_series` picks one series among several eligible ones (documented in docs/inputs.md)."""
 
 
 def scan_folder(folder: str | Path, limits: ReadLimits | None = None

@@ -1,7 +1,7 @@
 """Model files that ship with l3seg.
 
 ``default.onnx``: the default model, 8 networks (4 training seeds x 2 folds; see
-:mod:`l3seg_lib.training.default_model` for the command that trains it, and the README for what it
+:mod:`l3seg_lib.training.default_model` for the command that trains it, and docs/results.md for what it
 was validated on). ``fast.onnx``: 2 networks (one seed), about a quarter of the default's network
 time, lower real-CT muscle accuracy; ``--model fast``. For research use, not a medical device.
 """

