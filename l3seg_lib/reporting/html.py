@@ -16,6 +16,7 @@ from markupsafe import escape
 from PIL import Image
 
 from l3seg_lib import __version__
+from l3seg_lib.measures import MYOSTEATOSIS, SARCOPENIA, VERDICTS, VISCERAL_OBESITY
 from l3seg_lib.names import atomic_path, safe_name
 
 _ENV = jinja2.Environment(
@@ -133,9 +134,7 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
             ("Total adipose tissue (SAT + VAT), refined", _fmt(r["tat_refined_cm2"]), "cm²"),
             ("VAT / SAT ratio (refined)", _fmt(r["vat_sat_ratio_refined"], 2), ""),
         ]
-        verdicts = [(name, r[key], _verdict_class(r[key]), r[f"{key}_reason"]) for name, key in (
-            ("Sarcopenia", "sarcopenia"), ("Sarcopenic obesity", "sarcopenic_obesity"),
-            ("Myosteatosis", "myosteatosis"), ("Visceral obesity", "visceral_obesity"))]
+        verdicts = [(v.label, r[v.column], _verdict_class(r[v.column]), r[v.reason_column]) for v in VERDICTS]
         slices.append({"slice_index": int(r["slice_index"]), "source": r["source"],
                        "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",
                        "image": image, "pixel_caption": _pixel_caption(r, factor), "measures": measures, "verdicts": verdicts,
@@ -166,8 +165,9 @@ def _level(r: pd.Series, base_dir: Path) -> dict[str, Any] | None:
 def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, validation: pd.DataFrame,
                      agreement: pd.DataFrame, meta: dict[str, Any], skipped: pd.DataFrame | None = None) -> Path:
     """Batch overview: one line per slice with links, the errors, and reference agreement."""
+    shown = (SARCOPENIA, MYOSTEATOSIS, VISCERAL_OBESITY)  # the verdicts the overview shows
     headers = ["Review", "Patient", "Slice", "Sex", "SMA (cm²)", "SMI (cm²/m²)", "Muscle HU", "SAT (cm²)", "VAT (cm²)",
-               "Sarcopenia", "Myosteatosis", "Visceral obesity"]
+               *(v.label for v in shown)]
     rows = []
     for _, r in table.iterrows():
         link = f'<a href="patients/{safe_name(str(r["patient_id"]))}.html">{escape(str(r["patient_id"]))}</a>'
@@ -175,7 +175,7 @@ def write_index_html(path: Path, table: pd.DataFrame, errors: pd.DataFrame, vali
                 if r.get("review_required") else "")
         rows.append([flag, link, int(r["slice_index"]), r.get("sex") or "–", _fmt(r["sma_refined_cm2"]), _fmt(r.get("smi_cm2_m2")),
                      _fmt(r["muscle_refined_hu_mean"]), _fmt(r["sat_refined_cm2"]), _fmt(r["vat_refined_cm2"]),
-                     r["sarcopenia"], r["myosteatosis"], r["visceral_obesity"]])
+                     *(r[v.column] for v in shown)])
     val_rows = []
     if len(validation):
         for _, a in agreement.iterrows():
