@@ -98,8 +98,9 @@ def read(inp: ManifestEntry, options: MeasureOptions) -> CTVolume:
 
 
 def slices_to_measure(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions, out: Path) -> Choice:
-    """Stage ``choose slices`` (which slices, and how their level is known): the manifest's ``slice_index``; L3 found by the localiser in a whole
-    series (raises :class:`L3NotLocated` when it cannot tell); or every slice of a short input."""
+    """Stage ``choose slices``: which slices to measure and how their level is known: the
+    manifest's ``slice_index``; L3 found by the localiser in a whole series (raises
+    :class:`L3NotLocated` when it cannot tell); or every slice of a short input."""
     n = volume.n_slices
     level = {"level_source": NOT_CHECKED,
              "l3_method": "the single slice given (vertebral level not checked)" if n == 1 else
@@ -131,8 +132,8 @@ def segment(predictor: Predictor, volume: CTVolume, indices: list[int]) -> list:
 
 
 def measure(volume: CTVolume, i: int, labels: np.ndarray, hu_ranges: dict | None) -> dict[str, Any]:
-    """Stage ``measure``: areas and densities of slice ``i`` (:func:`composition.measure_slice`; ``hu_ranges``
-    None: the default ranges)."""
+    """Stage ``measure``: areas and densities of slice ``i`` (:func:`composition.measure_slice`;
+    ``hu_ranges`` None: the default ranges)."""
     spacing = slice_spacing_mm(volume.spacing_mm)
     return composition.measure_slice(volume.hu[i], labels, spacing, hu_ranges, volume.meta.hu_calibrated,
                                      volume.meta.png_window_hu)
