@@ -76,7 +76,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                       check_hu=not args.no_hu_check, png_spacing=tuple(args.spacing) if args.spacing else None,
                       png_window=tuple(args.png_window) if args.png_window else None,
                       postprocess=not args.no_postprocess, **_image_minimum(args))
-    cols = ["patient_id", "slice_index", "muscle_area_cm2", "sat_area_cm2", "vat_area_cm2", "muscle_mean_hu", "seconds"]
+    cols = ["patient_id", "slice_index", "sma_cm2", "sat_cm2", "vat_cm2", "muscle_hu_mean", "inference_s"]
     print(df[cols].to_string(index=False))
     print(f"outputs in {args.out}")
     return 0

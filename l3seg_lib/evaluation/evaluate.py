@@ -18,11 +18,13 @@ from l3seg_lib.metrics import (
 )
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.measurement.composition import Answer, assess, measure_slice
+from l3seg_lib.measures import IMAGE_MEASURES, MEASURES, SMI, VERDICT_KEYS
 from l3seg_lib.preprocessing.processed import load_arrays
 from l3seg_lib.tissues import TISSUES
 
-COMPOSITION_KEYS = ("sma_refined_cm2", "sat_refined_cm2", "vat_refined_cm2", "imat_cm2", "muscle_refined_hu_mean")
-VERDICTS = ("sarcopenia", "sarcopenic_obesity", "myosteatosis", "visceral_obesity")
+COMPOSITION_KEYS = tuple(m.key for m in IMAGE_MEASURES)
+"""Measures of one slice compared between prediction and reference (:data:`l3seg_lib.measures.IMAGE_MEASURES`)."""
+VERDICTS = VERDICT_KEYS
 
 
 def evaluate_cases(model: str | Path | Predictor, processed_dir: str | Path, rows: pd.DataFrame,
@@ -53,7 +55,7 @@ def evaluate_cases(model: str | Path | Predictor, processed_dir: str | Path, row
             m = measure_slice(hu, labels, spacing, comp.hu_ranges, bool(row.get("hu_calibrated", True)))
             verdict = assess(m, clinical, comp.cutoffs)
             rec.update({f"{k}_{source}": m[k] for k in COMPOSITION_KEYS})
-            rec[f"smi_cm2_m2_{source}"] = verdict["smi_cm2_m2"]
+            rec[f"{SMI.key}_{source}"] = verdict[SMI.key]
             rec.update({f"{k}_{source}": verdict[k] for k in VERDICTS})
         out.append(rec)
         if keep_predictions:
@@ -61,10 +63,7 @@ def evaluate_cases(model: str | Path | Predictor, processed_dir: str | Path, row
     return pd.DataFrame(out), cm, preds
 
 
-COMPOSITION_MEASURES = {
-    "sma_refined_cm2": "muscle area (cm²)", "sat_refined_cm2": "SAT area (cm²)", "vat_refined_cm2": "VAT area (cm²)",
-    "imat_cm2": "IMAT (cm²)", "muscle_refined_hu_mean": "muscle density (HU)", "smi_cm2_m2": "SMI (cm²/m²)",
-}
+COMPOSITION_MEASURES = {m.key: m.name_with_unit for m in MEASURES}
 """Body-composition columns of :func:`evaluate_cases` (with ``_pred`` / ``_true``) and their names."""
 
 

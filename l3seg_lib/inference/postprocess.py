@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from l3seg_lib.preprocessing.geometry import body_mask, fill_holes
+from l3seg_lib.units import pixel_area_cm2
 
 BONE_HU = 250.0
 
@@ -29,7 +30,7 @@ def clean_labels(labels: np.ndarray, hu: np.ndarray, spacing_mm: tuple[float, fl
         out[~fill_holes(body)] = 0
     bone = fill_holes(ndimage.binary_closing(hu > BONE_HU, iterations=1))
     out[bone & (out > 0)] = 0
-    pixel_cm2 = spacing_mm[0] * spacing_mm[1] / 100.0
+    pixel_cm2 = pixel_area_cm2(spacing_mm)
     min_pixels = max(1, int(round(min_island_cm2 / pixel_cm2)))
     for cls in (1, 2):
         regions, n = ndimage.label(out == cls)

@@ -41,10 +41,10 @@ def select_vertebra_slices(
     return middle, list(range(lo, hi + 1))
 
 
-def choose_slices(volume: CTVolume, slices: list[int] | None = None, vertebra_labels: str | Path | None = None,
-                  vertebra_label: int = TOTALSEGMENTATOR_L3, margin: int = 0) -> list[int]:
-    """Slices to segment: explicit indices, the middle of a vertebra (+- margin) from a label
-    volume aligned with the image, or every slice."""
+def requested_slices(volume: CTVolume, slices: list[int] | None = None, vertebra_labels: str | Path | None = None,
+                     vertebra_label: int = TOTALSEGMENTATOR_L3, margin: int = 0) -> list[int]:
+    """The slices a caller asked ``predict`` to segment: explicit indices, the middle of a vertebra
+    (+- margin) from a label volume aligned with the image, or every slice."""
     if slices:
         for i in slices:
             if not 0 <= i < volume.n_slices:

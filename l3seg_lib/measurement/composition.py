@@ -20,14 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from l3seg_lib.measures import MYOSTEATOSIS, SARCOPENIA, SARCOPENIC_OBESITY, VISCERAL_OBESITY
 from l3seg_lib.tissues import (
     MUSCLE,
     SAT,
     VAT,
     complete_hu_ranges,
     imat_mask,
-    in_range,
+    refined_mask,
 )
+from l3seg_lib.units import pixel_area_cm2
 
 CITATIONS = {
     "martin2013": "Martin L, Birdsell L, MacDonald N, et al. Cancer cachexia in the age of obesity: skeletal muscle "
@@ -64,17 +66,17 @@ def measure_slice(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, f
 
     ``*_cm2`` use the segmented compartments as they are; ``*_refined_cm2`` keep only pixels
     inside the tissue's HU range (``hu_ranges`` completed by
-    :func:`l3seg_lib.tissues.complete_hu_ranges`: a tissue left out keeps its default); IMAT is
-    :func:`l3seg_lib.tissues.imat_mask`. Muscle density is given over the compartment and over
+    :func:`l3seg_lib.tissues.complete_hu_ranges`: a tissue left out keeps its default;
+    :func:`l3seg_lib.tissues.refined_mask`); IMAT is :func:`l3seg_lib.tissues.imat_mask`. Muscle density is given over the compartment and over
     the refined muscle. For PNG-derived HU (``hu_calibrated=False``) densities are reported only
     when the export window contains the muscle range, otherwise they are NaN.
     """
     if hu.shape != labels.shape:
         raise ValueError(f"image {hu.shape} and mask {labels.shape} differ in shape")
     ranges = complete_hu_ranges(hu_ranges)
-    px_cm2 = float(spacing_mm[0]) * float(spacing_mm[1]) / 100.0
+    px_cm2 = pixel_area_cm2(spacing_mm)
     muscle, sat, vat = labels == MUSCLE.label, labels == SAT.label, labels == VAT.label
-    muscle_ref, sat_ref, vat_ref = (m & in_range(hu, ranges[t.key]) for m, t in ((muscle, MUSCLE), (sat, SAT), (vat, VAT)))
+    muscle_ref, sat_ref, vat_ref = (refined_mask(labels, hu, t.key, ranges) for t in (MUSCLE, SAT, VAT))
     imat = imat_mask(labels, hu, ranges)
     out: dict[str, Any] = {
         "sma_cm2": muscle.sum() * px_cm2,
@@ -212,7 +214,8 @@ def visceral_obesity_100(vat_cm2: float | None) -> Verdict:
 
 @dataclass(frozen=True)
 class CutoffSet:
-    """A named set of cut-offs: one verdict function per condition, with its description and references."""
+    """A named set of cut-offs: one verdict function per condition (a field for each key of
+    :data:`l3seg_lib.measures.VERDICTS`), with its description and references."""
     name: str
     description: str
     sarcopenia: Callable[..., Verdict]
@@ -265,11 +268,11 @@ def assess(measures: dict[str, Any], clinical: dict[str, Any], cutoffs: str | Cu
     smi = None if height is None or sma is None else float(sma) / float(height) ** 2
     hu = measures.get("muscle_refined_hu_mean")
     hu = None if hu is None or (isinstance(hu, float) and not np.isfinite(hu)) else float(hu)
-    verdicts = {
-        "sarcopenia": cs.sarcopenia(smi, sex, bmi),
-        "sarcopenic_obesity": cs.sarcopenic_obesity(smi, sex, bmi),
-        "myosteatosis": cs.myosteatosis(hu, bmi),
-        "visceral_obesity": cs.visceral_obesity(measures.get("vat_refined_cm2")),
+    verdicts = {  # in the order of l3seg_lib.measures.VERDICTS
+        SARCOPENIA.key: cs.sarcopenia(smi, sex, bmi),
+        SARCOPENIC_OBESITY.key: cs.sarcopenic_obesity(smi, sex, bmi),
+        MYOSTEATOSIS.key: cs.myosteatosis(hu, bmi),
+        VISCERAL_OBESITY.key: cs.visceral_obesity(measures.get("vat_refined_cm2")),
     }
     out: dict[str, Any] = {
         "sex": sex, "height_m": height, "weight_kg": clinical.get("weight_kg"),

@@ -46,6 +46,7 @@ from pydicom.sr.codedict import codes
 
 from l3seg_lib import __version__
 from l3seg_lib.imageio.ct import CTImage
+from l3seg_lib.measures import VERDICTS as VERDICT_TABLE
 from l3seg_lib.names import atomic_path
 from l3seg_lib.measurement.composition import Answer
 from l3seg_lib.reporting.reasons import verdict_status
@@ -97,10 +98,9 @@ MEASURES = {
 }
 """Every number of the SR, by the ``measurements.csv`` column it equals, with the SEG segment it
 is computed from (None: SMI, from segment 5's area and the height)."""
-VERDICTS = {"sarcopenia": "Sarcopenia", "sarcopenic_obesity": "Sarcopenic obesity", "myosteatosis": "Myosteatosis",
-            "visceral_obesity": "Visceral obesity"}
-VERDICT_CODES = {"sarcopenia": "SARCOPENIA", "sarcopenic_obesity": "SARCOBESITY", "myosteatosis": "MYOSTEATOSIS",
-                 "visceral_obesity": "VISCOBESITY"}
+VERDICTS = {v.key: v.label for v in VERDICT_TABLE}
+"""The verdicts of the SR by column, with their display names (:data:`l3seg_lib.measures.VERDICTS`)."""
+VERDICT_CODES = {v.key: v.sr_code for v in VERDICT_TABLE}
 """Code values (99L3SEG) of the verdicts; the text item with the reason is the code + ``_R``."""
 
 

@@ -17,6 +17,7 @@ from l3seg_lib.imageio.ct import ImageMeta
 from l3seg_lib.localize.l3 import Confidence
 from l3seg_lib.measurement.result import LevelSource
 from l3seg_lib.preprocessing.geometry import body_mask, fill_holes
+from l3seg_lib.units import pixel_area_cm2
 
 ENTROPY_THRESHOLD = 0.35
 """Mean softmax entropy (nats) over tissue pixels above which a segmentation is flagged as
@@ -120,7 +121,7 @@ def _bright_round_vessel(c: SliceContext) -> float | None:
     bright = (c.hu > 150) & (c.hu < 500) & fill_holes(body)
     bright &= ~ndimage.binary_dilation(c.hu > 600, iterations=2)
     regions, n = ndimage.label(ndimage.binary_opening(bright, iterations=1))
-    pixel_cm2 = c.spacing_mm[0] * c.spacing_mm[1] / 100.0
+    pixel_cm2 = pixel_area_cm2(c.spacing_mm)
     for k, sl in enumerate(ndimage.find_objects(regions), start=1):
         m = regions[sl] == k
         area = m.sum() * pixel_cm2
@@ -168,7 +169,7 @@ def implausible_numbers(c: SliceContext) -> str | None:
             odd.append(f"{key} {float(v):.1f} outside {lo:g}-{hi:g}")
     body = c.body_mask()
     if body is not None:
-        body_cm2 = float(fill_holes(body).sum()) * c.spacing_mm[0] * c.spacing_mm[1] / 100.0
+        body_cm2 = float(fill_holes(body).sum()) * pixel_area_cm2(c.spacing_mm)
         tissue = sum(float(c.measures.get(k) or 0.0) for k in ("sma_cm2", "sat_cm2", "vat_cm2"))
         if tissue > 1.02 * body_cm2:
             odd.append(f"muscle + SAT + VAT ({tissue:.0f} cm²) exceed the body ({body_cm2:.0f} cm²)")
@@ -306,7 +307,7 @@ def missed_muscle(c: SliceContext) -> str | None:
     if profile is None:
         return None
     band = profile.band_cm2()
-    muscle = float((c.labels == 1).sum()) * c.spacing_mm[0] * c.spacing_mm[1] / 100.0
+    muscle = float((c.labels == 1).sum()) * pixel_area_cm2(c.spacing_mm)
     if band < MISSED_MUSCLE_CM2 or band < MISSED_MUSCLE_FRACTION * muscle:
         return None
     return (f"possibly missed muscle: about {band:.0f} cm² of muscle-density tissue ({band / muscle:.0%} of the "

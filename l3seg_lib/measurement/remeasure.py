@@ -25,14 +25,15 @@ from l3seg_lib.imageio.labels import read_mask_for, remap_labels
 from l3seg_lib.measurement.composition import assess, measure_slice
 from l3seg_lib.measurement.inputs import entry_for_source, read_entry
 from l3seg_lib.measurement.writers import write_csv
+from l3seg_lib.measures import MEASURES, VERDICT_KEYS
 from l3seg_lib.names import read_csv_values
 from l3seg_lib.reporting.html import write_remeasure_html
 from l3seg_lib.reporting.reasons import verdict_status
 from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS
 
-COMPARED = {"sma_refined_cm2": "SMA (cm²)", "sat_refined_cm2": "SAT (cm²)", "vat_refined_cm2": "VAT (cm²)",
-            "imat_cm2": "IMAT (cm²)", "muscle_refined_hu_mean": "muscle density (HU)", "smi_cm2_m2": "SMI (cm²/m²)"}
-VERDICTS = ("sarcopenia", "sarcopenic_obesity", "myosteatosis", "visceral_obesity")
+COMPARED = {m.key: m.short_with_unit for m in MEASURES}
+"""The measures compared before and after (:data:`l3seg_lib.measures.MEASURES`), by column."""
+VERDICTS = VERDICT_KEYS
 
 
 @dataclass

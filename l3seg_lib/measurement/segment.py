@@ -1,5 +1,5 @@
 """``l3seg predict``: segment one input (DICOM file or series, NIfTI, PNG) and write its masks,
-overlays and tissue areas."""
+overlays and measurements."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from l3seg_lib.metrics import areas_cm2
 from l3seg_lib.imageio.ct import DEFAULT_LIMITS, ReadLimits
 from l3seg_lib.imageio.nifti import write_nifti_labels
 from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
-from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, choose_slices
+from l3seg_lib.localize.selection import TOTALSEGMENTATOR_L3, requested_slices
+from l3seg_lib.measurement import stages
 from l3seg_lib.names import atomic_path, csv_cell, input_stem
 from l3seg_lib.reporting.overlays import save_overlay_png
-from l3seg_lib.tissues import TISSUES
+from l3seg_lib.units import slice_spacing_mm
 
 
 def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir: str | Path,
@@ -29,7 +29,10 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
                  ) -> pd.DataFrame:
     """Segment an input and write, under ``out_dir``: ``<name>_labels.nii.gz`` (the whole input
     grid, unsegmented slices 0), per slice ``<name>_s<index>_mask.png`` (values 0-3) and
-    ``..._overlay.png``, and ``areas.csv`` (one row per slice, areas in cm2, muscle mean HU).
+    ``..._overlay.png``, and ``areas.csv``: one row per slice, measured as ``l3seg measure``
+    measures it (stages ``segment`` and ``measure`` of :mod:`.stages`, default HU ranges) and
+    named as in ``measurements.csv`` (``pixel_spacing_row_mm``, ``sma_cm2``, ``sma_refined_cm2``,
+    ``muscle_hu_mean``, ..., ``inference_s``, ``model``).
     An image below ``min_matrix`` pixels or ``min_fov_mm`` mm of field of view is refused
     (:func:`~l3seg_lib.imageio.ct.check_plausible_image`) before the model runs. Each file is
     written under a temporary name and renamed into place when complete."""
@@ -40,9 +43,9 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
     png = {"spacing_mm": png_spacing, "window_hu": png_window} if input_path.name.lower().endswith(".png") else {}
     volume = read_image(input_path, check_hu=check_hu, limits=limits, check_size=True, **png)
     out.mkdir(parents=True, exist_ok=True)
-    indices = choose_slices(volume, slices, vertebra_labels, vertebra_label, margin)
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
-    preds = predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
+    indices = requested_slices(volume, slices, vertebra_labels, vertebra_label, margin)
+    spacing = slice_spacing_mm(volume.spacing_mm)
+    preds = stages.segment(predictor, volume, indices)
     stem = input_stem(input_path)
     full = np.zeros(volume.hu.shape, dtype=np.uint8)
     rows = []
@@ -52,15 +55,12 @@ def predict_path(input_path: str | Path, model: str | Path | Predictor, out_dir:
         with atomic_path(f"{base}_mask.png") as tmp:
             Image.fromarray(pred.labels).save(tmp, format="PNG")
         save_overlay_png(f"{base}_overlay.png", volume.hu[i], pred.labels)
-        area = areas_cm2(pred.labels, spacing)
-        muscle = pred.labels == 1
         rows.append({
-            "source": str(input_path), "patient_id": volume.patient_id, "slice_index": i,
-            "slice_id": volume.slice_ids[i], "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1],
-            **{f"{name}_area_cm2": round(float(area[c]), 3) for c, name in enumerate(TISSUES, start=1)},
-            "muscle_mean_hu": round(float(volume.hu[i][muscle].mean()), 2) if muscle.any() else np.nan,
+            "patient_id": volume.patient_id, "source": str(input_path), "slice_index": i,
+            "slice_id": volume.slice_ids[i], "pixel_spacing_row_mm": spacing[0], "pixel_spacing_col_mm": spacing[1],
+            **stages.measure(volume, i, pred.labels, None),
             "hu_calibrated": volume.meta.hu_calibrated,
-            "seconds": round(pred.seconds, 4), "model": predictor.label,
+            "inference_s": pred.seconds, "model": predictor.label,
         })
     write_nifti_labels(full, volume.affine, out / f"{stem}_labels.nii.gz")
     df = pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """How one input is measured, stage by stage (see ``docs/architecture.md``):
 
-``read`` -> ``choose_slices`` -> ``segment`` -> per slice ``measure`` -> ``assess`` -> ``flag``,
+``read`` -> ``slices_to_measure`` -> ``segment`` -> per slice ``measure`` -> ``assess`` -> ``flag``,
 giving one :class:`~l3seg_lib.measurement.result.SliceResult` per slice, whose per-slice outputs
 (overlay, masks, DICOM SEG/SR) the writers of :mod:`.writers` write from memory.
 :func:`measure_input` runs the stages for one input and never raises for bad input; the batch
@@ -31,21 +31,20 @@ from l3seg_lib.data.manifest import ManifestEntry
 from l3seg_lib.errors import L3SegError, L3SegInputError, OutputError
 from l3seg_lib.metrics import slice_metrics
 from l3seg_lib.imageio.ct import CTVolume, check_plausible_image
-from l3seg_lib.imageio.dicom import read_dicom_files
 from l3seg_lib.imageio.labels import read_mask_for, remap_labels
 from l3seg_lib.tissues import IDENTITY_LABEL_MAP, SLICE_O_MATIC_TAGS
-from l3seg_lib.imageio.reader import read_image
 from l3seg_lib.inference.predictor import Predictor
 from l3seg_lib.localize.l3 import locate_l3
 from l3seg_lib.measurement import composition
 from l3seg_lib.measurement.flags import SliceContext, review_flags
-from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, SeriesEntry, find_reference, split_series
+from l3seg_lib.measurement.inputs import REFERENCE_SUFFIXES, find_reference, read_entry, split_series
 from l3seg_lib.measurement.options import NOT_CHECKED, MeasureOptions
 from l3seg_lib.measurement.result import InputResult, InputStatus, LevelSource, SliceResult
 from l3seg_lib.measurement.writers import OverlayWriter, write_dicom_pair, write_masks
 from l3seg_lib.measurement.serial import time_point_fields
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.review import save_localizer_png
+from l3seg_lib.units import slice_spacing_mm
 
 
 class L3NotLocated(L3SegInputError):
@@ -89,22 +88,21 @@ class Choice:
 
 
 def read(inp: ManifestEntry, options: MeasureOptions) -> CTVolume:
-    """Stage ``read``: the CT of one input, each file read once (PNG with the spacing and window it
-    was listed with; HU checked unless ``options.check_hu`` is false); a series lying loose in the
-    measured folder from its files. An image smaller than a CT slice at L3 (``options.min_matrix``
-    pixels, ``options.min_fov_mm`` mm: :func:`~l3seg_lib.imageio.ct.check_plausible_image`) is
-    refused here, before anything is measured, also without the HU check."""
-    if isinstance(inp, SeriesEntry):
-        volume = read_dicom_files(list(inp.files), inp.image, check_hu=options.check_hu, notes=inp.notes)
-    else:
-        volume = read_image(inp.image, check_hu=options.check_hu and not inp.is_png, **inp.png_kwargs())
-    check_plausible_image(volume.source, volume.hu.shape[1:], volume.spacing_mm[1:], options.image_limits)
+    """Stage ``read``: the CT of one input, each file read once by
+    :func:`~l3seg_lib.measurement.inputs.read_entry` (PNG with the spacing and window it was listed
+    with; HU checked unless ``options.check_hu`` is false; a series lying loose in the measured
+    folder from its files). An image smaller than a CT slice at L3 (``options.min_matrix`` pixels,
+    ``options.min_fov_mm`` mm: :func:`~l3seg_lib.imageio.ct.check_plausible_image`) is refused
+    here, before anything is measured, also without the HU check."""
+    volume = read_entry(inp, check_hu=options.check_hu)
+    check_plausible_image(volume.source, volume.hu.shape[1:], slice_spacing_mm(volume.spacing_mm), options.image_limits)
     return volume
 
 
-def choose_slices(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions, out: Path) -> Choice:
-    """Stage ``choose slices``: the manifest's ``slice_index``; L3 found by the localiser in a whole
-    series (raises :class:`L3NotLocated` when it cannot tell); or every slice of a short input."""
+def slices_to_measure(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions, out: Path) -> Choice:
+    """Stage ``choose slices``: which slices to measure and how their level is known: the
+    manifest's ``slice_index``; L3 found by the localiser in a whole series (raises
+    :class:`L3NotLocated` when it cannot tell); or every slice of a short input."""
     n = volume.n_slices
     level = {"level_source": NOT_CHECKED,
              "l3_method": "the single slice given (vertebral level not checked)" if n == 1 else
@@ -131,13 +129,14 @@ def choose_slices(inp: ManifestEntry, volume: CTVolume, options: MeasureOptions,
 
 def segment(predictor: Predictor, volume: CTVolume, indices: list[int]) -> list:
     """Stage ``segment``: the model's labels (and probabilities, body mask) of each chosen slice."""
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+    spacing = slice_spacing_mm(volume.spacing_mm)
     return predictor.predict_many([volume.hu[i] for i in indices], [spacing] * len(indices))
 
 
-def measure(volume: CTVolume, i: int, labels: np.ndarray, hu_ranges: dict) -> dict[str, Any]:
-    """Stage ``measure``: areas and densities of slice ``i`` (:func:`composition.measure_slice`)."""
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+def measure(volume: CTVolume, i: int, labels: np.ndarray, hu_ranges: dict | None) -> dict[str, Any]:
+    """Stage ``measure``: areas and densities of slice ``i`` (:func:`composition.measure_slice`;
+    ``hu_ranges`` None: the default ranges)."""
+    spacing = slice_spacing_mm(volume.spacing_mm)
     return composition.measure_slice(volume.hu[i], labels, spacing, hu_ranges, volume.meta.hu_calibrated,
                                      volume.meta.png_window_hu)
 
@@ -149,7 +148,7 @@ def assess(measures: dict[str, Any], clinical: dict[str, Any], cutoffs) -> dict[
 
 def flag(volume: CTVolume, i: int, pred, values: dict[str, Any], level: dict[str, Any]) -> list[str]:
     """Stage ``flag``: why a person should look at this slice (:func:`flags.review_flags`)."""
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+    spacing = slice_spacing_mm(volume.spacing_mm)
     return review_flags(SliceContext(volume.hu[i], pred.labels, pred.probs, spacing, volume.meta, values, level,
                                      pred.body)) + split_series(volume.meta.series_notes)
 
@@ -171,7 +170,7 @@ def measure_input(inp: ManifestEntry, m: Measurer, volume_future: Future | None 
         res.skipped = [{"source": str(inp.image), **item} for item in volume.meta.skipped or []]
         header = next((ds for ds in volume.meta.datasets or [] if ds is not None), None)
         res.frame_of_reference = str(header.get("FrameOfReferenceUID", "") or "") if header is not None else ""
-        choice = choose_slices(inp, volume, opt, out)
+        choice = slices_to_measure(inp, volume, opt, out)
         preds = segment(m.predictor, volume, choice.indices)
         clin = clinical_for(volume.patient_id, m.clinical, volume.meta)
         for i, pred in zip(choice.indices, preds):
@@ -200,7 +199,7 @@ def _measure_slice(inp: ManifestEntry, volume: CTVolume, i: int, pred, level: di
                    m: Measurer) -> SliceResult:
     """measure -> assess -> flag for slice ``i``, and its per-slice outputs written."""
     comp, out = m.composition, m.out
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+    spacing = slice_spacing_mm(volume.spacing_mm)
     measures = measure(volume, i, pred.labels, comp.hu_ranges)
     verdict = assess(measures, clin, m.cutoffs)
     reasons = flag(volume, i, pred, {**measures, **verdict}, level)
@@ -227,7 +226,7 @@ def validate(inp: ManifestEntry, volume: CTVolume, indices: list[int], preds: li
              ) -> tuple[list[dict[str, Any]], str]:
     """The predicted labels against the reference mask (rows of ``validation.csv``), and the
     problem when the reference could not be used (it affects the validation only)."""
-    spacing = (volume.spacing_mm[1], volume.spacing_mm[2])
+    spacing = slice_spacing_mm(volume.spacing_mm)
     try:
         ref_path = find_reference(m.reference_dir, inp.image, volume)
         if ref_path is None:

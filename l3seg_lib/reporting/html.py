@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 from PIL import Image
 
 from l3seg_lib import __version__
+from l3seg_lib.measures import VERDICTS as CONDITIONS
 from l3seg_lib.names import atomic_path, safe_name
 from l3seg_lib.reporting.cohort import SUMMARY_MEASURES, level_text, medians, patient_rows, strip_svg, verdict_counts
 from l3seg_lib.reporting.reasons import VERDICT_NAMES, VERDICTS, ranked_reasons, verdict_status
@@ -186,10 +187,8 @@ def write_patient_html(path: Path, patient_id: str, rows: pd.DataFrame, base_dir
             ("VAT / SAT ratio (refined)", _fmt(r["vat_sat_ratio_refined"], 2), ""),
         ]
         status = verdict_status(r.to_dict())
-        verdicts = [(name, _verdict_cell(r[key], status[f"{key}_status"]), status[f"{key}_status"],
-                     _reason_text(r[f"{key}_reason"], r)) for name, key in (
-            ("Sarcopenia", "sarcopenia"), ("Sarcopenic obesity", "sarcopenic_obesity"),
-            ("Myosteatosis", "myosteatosis"), ("Visceral obesity", "visceral_obesity"))]
+        verdicts = [(v.label, _verdict_cell(r[v.column], status[f"{v.key}_status"]), status[f"{v.key}_status"],
+                     _reason_text(r[v.reason_column], r)) for v in CONDITIONS]
         review = ranked_reasons(r.get("review_reasons")) if r.get("review_required") else []
         slices.append({"slice_index": int(r["slice_index"]), "source": input_name(r["source"]),
                        "location": None if pd.isna(r.get("slice_location_mm")) else f"{r['slice_location_mm']:.1f}",

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-VERDICTS = ("sarcopenia", "sarcopenic_obesity", "myosteatosis", "visceral_obesity")
-"""The verdict columns of ``measurements.csv``."""
-VERDICT_NAMES = {"sarcopenia": "sarcopenia", "sarcopenic_obesity": "sarcopenic obesity",
-                 "myosteatosis": "myosteatosis", "visceral_obesity": "visceral obesity"}
+from l3seg_lib.measures import VERDICT_KEYS
+from l3seg_lib.measures import VERDICTS as CONDITIONS
+
+VERDICTS = VERDICT_KEYS
+"""The verdict columns of ``measurements.csv`` (:data:`l3seg_lib.measures.VERDICT_KEYS`)."""
+VERDICT_NAMES = {v.key: v.label.lower() for v in CONDITIONS}
 SEVERITIES = ("high", "medium", "low")
 """Most severe first: *high* puts a number or the level itself in doubt, *medium* shifts a number,
 *low* is worth knowing."""

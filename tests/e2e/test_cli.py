@@ -15,12 +15,34 @@ def test_generate_predict_measure(tmp_path, tiny_model, capsys):
     series = tmp_path / "data" / "dicom" / patients[0]
     assert main(["predict", str(series), "--model", str(tiny_model), "--out", str(tmp_path / "pred")]) == 0
     areas = pd.read_csv(tmp_path / "pred" / "areas.csv")
-    assert list(areas["patient_id"]) == [patients[0]] and areas["seconds"].iloc[0] > 0
+    assert list(areas["patient_id"]) == [patients[0]] and areas["inference_s"].iloc[0] > 0
     assert main(["measure", str(tmp_path / "data" / "dicom"), "--model", str(tiny_model), "--out", str(tmp_path / "m"),
                  "--cutoffs", "fearon2011"]) == 0
     table = pd.read_csv(tmp_path / "m" / "measurements.csv")
     assert set(table["patient_id"]) == set(patients) and set(table["cutoff_set"]) == {"fearon2011"}
     assert "2 slice(s) measured" in capsys.readouterr().out
+
+
+def test_predict_measures_like_measure_and_names_its_columns_alike(tmp_path, tiny_model, capsys):
+    """predict's areas.csv: the columns and numbers of measure's measurements.csv for the same slice."""
+    from l3seg_lib.measurement.result import COLUMNS
+
+    hu, _ = body_phantom(64, 64)
+    write_dicom(tmp_path / "in" / "a.dcm", hu, spacing=(0.8, 0.7), patient_id="A")
+    small = ["--min-matrix", "8", "--min-fov-mm", "10"]  # a 64 px phantom: below a real CT slice
+    assert main(["predict", str(tmp_path / "in" / "a.dcm"), "--model", str(tiny_model), "--out", str(tmp_path / "p"),
+                 *small]) == 0
+    printed = capsys.readouterr().out
+    assert "sma_cm2" in printed and "muscle_hu_mean" in printed
+    assert main(["measure", str(tmp_path / "in"), "--model", str(tiny_model), "--out", str(tmp_path / "m"), *small]) == 0
+    areas = pd.read_csv(tmp_path / "p" / "areas.csv")
+    measured = pd.read_csv(tmp_path / "m" / "measurements.csv")
+    assert set(areas.columns) <= set(COLUMNS), set(areas.columns) - set(COLUMNS)
+    assert {"pixel_spacing_row_mm", "sma_cm2", "sma_refined_cm2", "imat_cm2", "muscle_hu_mean"} <= set(areas.columns)
+    same = [c for c in areas.columns if c not in ("source", "inference_s")]
+    assert len(same) > 25
+    pd.testing.assert_frame_equal(areas[same], measured[same])
+    assert areas["pixel_spacing_row_mm"].iloc[0] == 0.8 and areas["pixel_spacing_col_mm"].iloc[0] == 0.7
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path, tiny_model, capsys):

@@ -113,7 +113,7 @@ def test_tiny_cross_validation_and_predict(tiny_processed, tmp_path):
     # predict a DICOM series from the raw data with the fold ensemble
     pid = man["patient_id"].iloc[0]
     out = predict_path(tiny_processed / "raw" / "dicom" / pid, res.model_path, tmp_path / "pred")
-    assert len(out) >= 1 and {"muscle_area_cm2", "sat_area_cm2", "vat_area_cm2"} <= set(out.columns)
+    assert len(out) >= 1 and {"sma_cm2", "sat_cm2", "vat_cm2", "sma_refined_cm2"} <= set(out.columns)
     assert (tmp_path / "pred" / f"{pid}_labels.nii.gz").is_file()
     assert (tmp_path / "pred" / f"{pid}_s000_overlay.png").is_file()
     pred = Predictor(res.model_path).predict_hu(np.full((100, 90), -1000.0, np.float32), (0.8, 0.8))
