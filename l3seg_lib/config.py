@@ -251,8 +251,15 @@ class Params:
     runs_dir: str = "runs"
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
-    num_threads: int = 0
-    """CPU threads for torch (0 = torch's default)."""
+    num_threads: int = 2
+    """CPU threads for torch, set at the start of every training stage and in every worker process. The
+    thread count changes the order of torch's float reductions and so the trained weights: a fixed
+    number makes runs on machines with other core counts (and Dask workers) give the same numbers;
+    0 = torch's default (the machine's cores: not reproducible across machines)."""
+    deterministic: bool = True
+    """torch's deterministic algorithms (``torch.use_deterministic_algorithms``, cuDNN deterministic, no
+    cuDNN benchmarking): no cost and no change on the CPU; on a GPU slower, and without it GPU runs
+    differ from run to run."""
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -432,6 +439,8 @@ def _validate(obj: Any, where: str) -> None:
     elif isinstance(obj, Params):
         if obj.device not in DEVICES:
             raise bad(f"device must be auto, cpu or cuda, got {obj.device!r}")
+        if obj.num_threads < 0:
+            raise bad(f"num_threads must be >= 0 (0 = torch's default), got {obj.num_threads}")
 
 
 def params_from_dict(values: dict[str, Any], source: str = "params") -> Params:

@@ -15,7 +15,7 @@ from l3seg_lib.config import Params
 from l3seg_lib.tissues import TISSUES
 from l3seg_lib.training.checkpoint import save_checkpoint
 from l3seg_lib.training.dataset import load_slices
-from l3seg_lib.training.device import configure_threads, resolve_device
+from l3seg_lib.training.device import configure_torch, resolve_device
 from l3seg_lib.training.export import export_onnx
 from l3seg_lib.training.splits import fold_members
 from l3seg_lib.training.trainer import dice_per_slice, train_model
@@ -53,7 +53,7 @@ def cross_validate(processed_dir: str | Path, manifest: pd.DataFrame, split: pd.
     ``model.pt`` (weights, for fine-tuning).
     """
     device = resolve_device(params.device)
-    configure_threads(params.num_threads)
+    configure_torch(params.num_threads, params.deterministic)
     folds = folds if folds is not None else (params.train.folds_to_run or list(range(params.split.n_folds)))
     out = Path(out_dir) if out_dir is not None else None
     size = image_size or params.preprocess.image_size

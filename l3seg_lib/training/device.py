@@ -1,6 +1,9 @@
-"""Where the network runs: CUDA when present (``auto``), else the CPU."""
+"""Where the network runs (CUDA when present, ``auto``, else the CPU) and how: CPU threads and
+deterministic algorithms (see docs/reproducibility.md)."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -18,3 +21,19 @@ def configure_threads(n: int) -> None:
     """Use ``n`` CPU threads for torch (0 keeps torch's default)."""
     if n > 0:
         torch.set_num_threads(n)
+
+
+def configure_torch(num_threads: int, deterministic: bool) -> None:
+    """Set torch up for a training stage: ``num_threads`` CPU threads (0 keeps torch's default; the
+    count changes the order of float reductions, so a fixed count gives the same weights on any
+    machine of the same CPU type) and, with ``deterministic``, torch's deterministic algorithms
+    (``warn_only``: an operation without a deterministic GPU version warns instead of failing),
+    deterministic cuDNN without benchmarking, and the cuBLAS workspace setting they need on a GPU.
+    Called at the start of every training stage, in worker processes too (Dask workers start with
+    ``OMP_NUM_THREADS=1``)."""
+    configure_threads(num_threads)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False

@@ -110,7 +110,7 @@ def finetune_on_cases(checkpoint: str | Path, manifest: str | Path, out_dir: str
     from l3seg_lib.preprocessing.processed import export_processed
     from l3seg_lib.reporting.html import write_finetune_html
     from l3seg_lib.training.checkpoint import load_checkpoint, save_checkpoint
-    from l3seg_lib.training.device import resolve_device
+    from l3seg_lib.training.device import configure_torch, resolve_device
     from l3seg_lib.training.export import export_onnx
     from l3seg_lib.training.splits import subset
 
@@ -134,6 +134,7 @@ def finetune_on_cases(checkpoint: str | Path, manifest: str | Path, out_dir: str
     from l3seg_lib.training.dataset import load_slices
 
     x, y = load_slices(out / "processed", train_rows)
+    configure_torch(p.num_threads, p.deterministic)
     start_onnx = export_onnx(ckpt["state_dicts"][:1], p, ckpt["image_size"], out / "start.onnx", "starting model")
     res = train_model(x, y, None, None, ModelConfig(**ckpt["model"]), p.train, seed, resolve_device(p.device),
                       init_state=ckpt["state_dicts"][0], desc="fine-tune", progress=progress)
