@@ -27,6 +27,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from l3seg_lib.errors import L3SegInputError
+from l3seg_lib.units import pixel_area_cm2
 
 CANONICAL_AXCODES = ("L", "P", "S")
 """World directions of the canonical (col, row, z) array axes."""
@@ -202,7 +203,7 @@ class CTImage:
     @property
     def pixel_area_cm2(self) -> float:
         """Area of one pixel in cm² (row spacing × column spacing in mm / 100)."""
-        return self.spacing_mm[0] * self.spacing_mm[1] / 100.0
+        return pixel_area_cm2(self.spacing_mm)
 
     def stored_to_canonical(self, array: np.ndarray) -> np.ndarray:
         """Reorient a 2-D array given in this file's stored pixel order (rows, cols)."""

@@ -21,6 +21,7 @@ import pandas as pd
 
 from l3seg_lib.localize.l3 import Confidence
 from l3seg_lib.measurement.composition import Answer
+from l3seg_lib.measures import VERDICT_KEYS
 
 OPTIONAL = ("dicom_seg", "dicom_sr", "dicom_note")
 """Columns present only when they were produced (``--dicom``; the note only when SEG/SR were not written)."""
@@ -171,8 +172,8 @@ class SliceResult:
 COLUMNS = tuple(f.name for f in dataclasses.fields(SliceResult))
 """The columns of ``measurements.csv``, in order (:data:`OPTIONAL` ones only when produced)."""
 FIELD_SET = frozenset(COLUMNS)
-CODED: dict[str, type[StrEnum]] = {"level_source": LevelSource, "l3_confidence": Confidence, "sarcopenia": Answer,
-                                   "sarcopenic_obesity": Answer, "myosteatosis": Answer, "visceral_obesity": Answer}
+CODED: dict[str, type[StrEnum]] = {"level_source": LevelSource, "l3_confidence": Confidence,
+                                   **{key: Answer for key in VERDICT_KEYS}}
 """Columns holding coded values, with their enum."""
 
 

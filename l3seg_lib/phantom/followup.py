@@ -21,6 +21,7 @@ from l3seg_lib.phantom.labels import PHANTOM_LABEL_MAP
 from l3seg_lib.phantom.patients import PatientSpec, make_patient
 from l3seg_lib.phantom.render import render_slice
 from l3seg_lib.phantom.writer import write_ct_slice
+from l3seg_lib.units import pixel_area_cm2
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Visit:
 def _middle_muscle(spec: PatientSpec, matrix: int) -> float:
     """True muscle area (cm²) of the patient's middle slice."""
     _, lab, info = render_slice(spec, spec.n_slices // 2, matrix)
-    return float(np.isin(lab, PHANTOM_LABEL_MAP["muscle"]).sum() * info["spacing_mm"] ** 2 / 100.0)
+    return float(np.isin(lab, PHANTOM_LABEL_MAP["muscle"]).sum() * pixel_area_cm2((info["spacing_mm"], info["spacing_mm"])))
 
 
 def followup_spec(spec: PatientSpec, visit: Visit, scan: int, matrix: int = 256) -> PatientSpec:
@@ -86,7 +87,7 @@ def generate_followups(out_dir: str | Path, visits: list[Visit], n_patients: int
                 hu, lab, info = render_slice(s, j, matrix)
                 write_ct_slice(folder / f"IM{j + 1:04d}.dcm", hu, s, info, j + 1, (seed, k), info["z_mm"],
                                study_date=date if dicom_dates else None)
-                px = info["spacing_mm"] ** 2 / 100.0
+                px = pixel_area_cm2((info["spacing_mm"], info["spacing_mm"]))
                 areas.append({t: float(np.isin(lab, PHANTOM_LABEL_MAP[t]).sum() * px) for t in ("muscle", "sat", "vat")})
             truth = {f"{t}_cm2": float(np.median([a[t] for a in areas])) for t in ("muscle", "sat", "vat")}
             iso = pd.Timestamp(date).date().isoformat()

@@ -251,7 +251,7 @@ def _cohort_rows(patients: list[dict[str, Any]], base_dir: Path) -> list[dict[st
                            {"high": 3, "medium": 2, "low": 1}.get(sev, 0))
         cells["level"] = (p["level"], p["level"])
         cells["sex"] = (p["sex"] or "–", p["sex"])
-        for v in ("sarcopenia", "myosteatosis", "visceral_obesity", "sarcopenic_obesity"):
+        for v in VERDICTS:
             cells[v] = (_verdict_cell(p[v], p[f"{v}_status"]),
                         f"{p[v]}{' provisional' if p[f'{v}_status'] == 'provisional' else ''}")
         for key in ("smi_cm2_m2", "sma_refined_cm2", "muscle_refined_hu_mean", "imat_cm2", "sat_refined_cm2",

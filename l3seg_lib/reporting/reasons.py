@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from l3seg_lib.measures import VERDICT_KEYS
+from l3seg_lib.measures import MYOSTEATOSIS, SARCOPENIA, SARCOPENIC_OBESITY, VERDICT_KEYS, VISCERAL_OBESITY
 from l3seg_lib.measures import VERDICTS as CONDITIONS
 
 VERDICTS = VERDICT_KEYS
@@ -23,9 +23,9 @@ SEVERITIES = ("high", "medium", "low")
 """Most severe first: *high* puts a number or the level itself in doubt, *medium* shifts a number,
 *low* is worth knowing."""
 
-_AREA = ("sarcopenia", "sarcopenic_obesity", "visceral_obesity")
-_MUSCLE = ("sarcopenia", "sarcopenic_obesity")
-_DENSITY = ("myosteatosis",)
+_AREA = (SARCOPENIA.key, SARCOPENIC_OBESITY.key, VISCERAL_OBESITY.key)
+_MUSCLE = (SARCOPENIA.key, SARCOPENIC_OBESITY.key)
+_DENSITY = (MYOSTEATOSIS.key,)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def test_what_travels_between_stages_is_typed():
 @pytest.mark.heavy
 def test_no_import_cycle_in_the_measurement_modules():
     """Each module imports on its own, first, in a fresh interpreter; no private name is used across them."""
-    for module in ("ledger", "cluster", "stages", "writers", "orchestration", "batch", "result", "options"):
+    for module in ("ledger", "cluster", "stages", "writers", "orchestration", "result", "options", "serial"):
         code = f"import l3seg_lib.measurement.{module}"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]

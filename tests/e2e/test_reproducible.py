@@ -13,7 +13,7 @@ import pytest
 from l3seg_lib.config import load_params
 from l3seg_lib.pipeline.runner import run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "params" / "quick.yaml"
 SMALLER = {  # quick.yaml made smaller still: one epoch, one comparison seed, 32 px
     "data.phantom.n_patients": 8, "data.phantom.matrix": 128, "data.phantom.slices_per_patient": [1, 1],
