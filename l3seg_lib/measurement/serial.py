@@ -35,6 +35,7 @@ import pandas as pd
 from l3seg_lib.data.manifest import iso_date, is_blank
 from l3seg_lib.names import safe_name
 from l3seg_lib.reporting.trajectory import trajectory_png, write_changes_index, write_patient_timeline
+from l3seg_lib.tissues import IMAT
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ MEASURES = (
     Measure("sma_refined_cm2", "skeletal muscle area (refined)", "cm²", "area"),
     Measure("smi_cm2_m2", "skeletal muscle index (SMI)", "cm²/m²", "area"),
     Measure("muscle_refined_hu_mean", "muscle density (refined, mean)", "HU", "hu"),
-    Measure("imat_cm2", "intermuscular fat (IMAT)", "cm²", "area"),
+    Measure("imat_cm2", IMAT.name, "cm²", "area"),
     Measure("sat_refined_cm2", "subcutaneous fat (SAT, refined)", "cm²", "area"),
     Measure("vat_refined_cm2", "visceral fat (VAT, refined)", "cm²", "area"),
 )

@@ -21,6 +21,7 @@ from l3seg_lib.phantom.labels import PHANTOM_LABEL_MAP
 from l3seg_lib.phantom.patients import PatientSpec, make_patient
 from l3seg_lib.phantom.render import render_slice
 from l3seg_lib.phantom.writer import write_ct_slice
+from l3seg_lib.tissues import TISSUES
 from l3seg_lib.units import pixel_area_cm2
 
 
@@ -88,8 +89,8 @@ def generate_followups(out_dir: str | Path, visits: list[Visit], n_patients: int
                 write_ct_slice(folder / f"IM{j + 1:04d}.dcm", hu, s, info, j + 1, (seed, k), info["z_mm"],
                                study_date=date if dicom_dates else None)
                 px = pixel_area_cm2((info["spacing_mm"], info["spacing_mm"]))
-                areas.append({t: float(np.isin(lab, PHANTOM_LABEL_MAP[t]).sum() * px) for t in ("muscle", "sat", "vat")})
-            truth = {f"{t}_cm2": float(np.median([a[t] for a in areas])) for t in ("muscle", "sat", "vat")}
+                areas.append({t: float(np.isin(lab, PHANTOM_LABEL_MAP[t]).sum() * px) for t in TISSUES})
+            truth = {f"{t}_cm2": float(np.median([a[t] for a in areas])) for t in TISSUES}
             iso = pd.Timestamp(date).date().isoformat()
             rows.append({"patient_id": spec.patient_id, "visit": k, "date": iso, "days": visit.days,
                          "study_folder": str(folder.relative_to(out)), **truth, "weight_kg": s.weight_kg,
