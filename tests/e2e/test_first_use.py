@@ -187,23 +187,17 @@ def test_patient_page_layout_in_headless_chromium_at_1280_px(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_run_reports_carry_the_banner_and_no_nan(tmp_path):
-    from pathlib import Path
-
-    from l3seg_lib.pipeline.runner import run_pipeline
+def test_quick_run_reports_carry_the_banner_and_no_nan(quick_run):
     from l3seg_lib.pipeline.runs import SMOKE_TEST_BANNER
 
-    repo = Path(__file__).resolve().parents[2]
-    run = run_pipeline(repo / "params" / "quick.yaml", run_dir=tmp_path / "run", reports_dir=tmp_path / "reports",
-                       notebooks_dir=repo / "notebooks", log=lambda line: None, stream=False)
-    pages = sorted((tmp_path / "reports" / run.dir.name).glob("*.html"))
+    pages = sorted(quick_run.reports.glob("*.html"))
     assert len(pages) >= 5
     for page in pages:
         html = page.read_text()
         assert SMOKE_TEST_BANNER in html, page.name
         text = re.sub(r"<script.*?</script>|<style.*?</style>|<[^>]*>", " ", html, flags=re.S | re.I)
         assert not re.search(r"(?<![\w.])nan(?!\w)", text, re.I), page.name
-    optimise = (tmp_path / "reports" / run.dir.name / "03_optimize.html").read_text()
+    optimise = (quick_run.reports / "03_optimize.html").read_text()
     assert "no gain here is a valid finding" not in optimise  # two test patients conclude nothing
 
 

@@ -20,6 +20,10 @@ from l3seg_lib.pipeline.runs import create_run
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "params" / "quick.yaml"
+NBVAL_SMALLER = {  # quick.yaml smaller still: nbval checks that the notebooks run, not what they find
+    "data.phantom.n_patients": 8, "data.phantom.matrix": 128, "data.phantom.slices_per_patient": [1, 1],
+    "preprocess.image_size": 32, "train.epochs": 1, "optimize.compare_seeds": 1,
+}
 pytestmark = pytest.mark.heavy  # notebooks run in kernels: out of make test-fast
 
 
@@ -38,7 +42,7 @@ def test_notebooks_are_committed_clean():
 @pytest.mark.slow
 def test_nbval_on_the_notebooks(tmp_path):
     """Each notebook, prepared by papermill with a quick run folder, passes nbval (lax)."""
-    run = create_run(load_params(QUICK), run_dir=tmp_path / "run")
+    run = create_run(load_params(QUICK, NBVAL_SMALLER), run_dir=tmp_path / "run")
     prepared = []
     for name in NOTEBOOKS:
         dst = tmp_path / "nb" / f"{name}.ipynb"
@@ -53,11 +57,9 @@ def test_nbval_on_the_notebooks(tmp_path):
 
 
 @pytest.mark.slow
-def test_runner_writes_run_folder_and_report(tmp_path):
-    logs = []
-    run = run_pipeline(QUICK, {"name": "t"}, run_dir=tmp_path / "run", reports_dir=tmp_path / "reports", log=logs.append)
-    d = run.dir
-    assert load_params(d / "params.yaml").name == "t"
+def test_runner_writes_run_folder_and_report(quick_run):
+    d, logs = quick_run.dir, quick_run.logs
+    assert load_params(d / "params.yaml").name == "quick-t"
     for name in NOTEBOOKS:
         nb = nbformat.read(d / "notebooks" / f"{name}.ipynb", as_version=4)
         assert nb.metadata["papermill"]["parameters"]["run_dir"] == str(d)
@@ -70,7 +72,7 @@ def test_runner_writes_run_folder_and_report(tmp_path):
     # the comparison reuses the cross-validation's baseline (its first seed) instead of training it again
     assert not (d / "optimize" / "seed42" / "baseline").exists() and (d / "optimize" / "seed43" / "baseline").is_dir()
     assert len(pd.read_csv(d / "optimize" / "test_baseline.csv")["seed"].unique()) == 2
-    report = tmp_path / "reports" / d.name
+    report = quick_run.reports
     index = (report / "index.html").read_text()
     assert all(f"{n}.html" in index for n in NOTEBOOKS)
     html = (report / "04_evaluate.html").read_text()

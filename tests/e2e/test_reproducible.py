@@ -1,5 +1,6 @@
-"""Reproducibility (docs/reproducibility.md): the quick pipeline, run twice in fresh run folders,
-gives exactly the same numbers; with another ``num_threads`` the trained weights differ, which is
+"""Reproducibility (docs/reproducibility.md): the quick pipeline, run twice in fresh run folders
+(the shared quick run of ``conftest.py`` and a second run of notebooks 01-04), gives exactly the
+same numbers; with another ``num_threads`` the trained weights differ, which is
 why the thread count is a fixed setting and not the machine's core count."""
 
 from __future__ import annotations
@@ -15,19 +16,14 @@ from l3seg_lib.pipeline.runner import run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "params" / "quick.yaml"
-SMALLER = {  # quick.yaml made smaller still: one epoch, one comparison seed, 32 px
-    "data.phantom.n_patients": 8, "data.phantom.matrix": 128, "data.phantom.slices_per_patient": [1, 1],
-    "preprocess.image_size": 32, "train.epochs": 1,
-    "optimize.compare_seeds": 1, "num_threads": 2, "deterministic": True,
-}
+QUICK_OVERRIDES = {"name": "quick-t"}  # as the shared quick run (tests/e2e/conftest.py)
 TIMING = ("seconds", "inference_s")
 
 
-def _run(run_dir: Path, only: list[str] | None = None) -> Path:
-    """The pipeline's notebooks 01-04 (or ``only``) in ``run_dir``, no reports."""
-    run_pipeline(QUICK, SMALLER, run_dir=run_dir, reports_dir=None, notebooks_dir=REPO / "notebooks",
-                 only=only or ["01_preprocess", "02_train", "03_optimize", "04_evaluate"], log=lambda *_: None,
-                 stream=False)
+def _run(run_dir: Path) -> Path:
+    """The quick run's notebooks 01-04 again in ``run_dir``, no reports."""
+    run_pipeline(QUICK, QUICK_OVERRIDES, run_dir=run_dir, reports_dir=None, notebooks_dir=REPO / "notebooks",
+                 only=["01_preprocess", "02_train", "03_optimize", "04_evaluate"], log=lambda *_: None, stream=False)
     return run_dir
 
 
@@ -46,8 +42,8 @@ def _weights(model_pt: Path) -> list:
 
 
 @pytest.mark.slow
-def test_quick_pipeline_twice_gives_identical_numbers(tmp_path):
-    a, b = _run(tmp_path / "a"), _run(tmp_path / "b")
+def test_quick_pipeline_twice_gives_identical_numbers(quick_run, tmp_path):
+    a, b = quick_run.dir, _run(tmp_path / "b")
     trials = [[(r["trial"], r["params"], r["target"]) for r in map(json.loads, (d / "optimize" / "trials.jsonl")
                                                                    .read_text().splitlines())] for d in (a, b)]
     assert len(trials[0]) == load_params(QUICK).optimize.n_trials and trials[0] == trials[1]
