@@ -1,5 +1,6 @@
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,30 @@ def tiny_model(tiny_processed):
     p = tiny_params()
     res = cross_validate(proc, man, make_splits(man, p.split, p.seed), p, out_dir=tiny_processed / "cv", progress=False)
     return res.model_path
+
+
+QUICK = REPO / "params" / "quick.yaml"
+QUICK_OVERRIDES = {"name": "quick-t"}
+"""The shared quick run's overrides (a smoke-test name, so its reports carry the banner)."""
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    """A finished quick run: its run folder, its reports folder and the runner's log lines."""
+
+    dir: Path
+    reports: Path
+    logs: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> QuickRun:
+    """``params/quick.yaml`` (named ``quick-t``) run once through the papermill runner, reports
+    included, for the end-to-end tests that only read it (tests must not write into it)."""
+    from l3seg_lib.pipeline.runner import run_pipeline  # the notebook stack, only when asked for
+
+    root = tmp_path_factory.mktemp("quick")
+    logs: list[str] = []
+    run = run_pipeline(QUICK, QUICK_OVERRIDES, run_dir=root / "run", reports_dir=root / "reports",
+                       notebooks_dir=REPO / "notebooks", log=logs.append, stream=False)
+    return QuickRun(run.dir, root / "reports" / run.dir.name, tuple(logs))

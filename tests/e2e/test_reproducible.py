@@ -1,5 +1,5 @@
 """Reproducibility (docs/reproducibility.md): the quick pipeline, run twice in fresh run folders
-(the shared quick run of ``conftest.py`` and a second run of notebooks 01-04), gives exactly the
+(the shared quick run of ``tests/conftest.py`` and a second run of notebooks 01-04), gives exactly the
 same numbers; with another ``num_threads`` the trained weights differ, which is
 why the thread count is a fixed setting and not the machine's core count."""
 
@@ -14,9 +14,8 @@ import pytest
 from l3seg_lib.config import load_params
 from l3seg_lib.pipeline.runner import run_pipeline
 
-REPO = Path(__file__).resolve().parents[2]
-QUICK = REPO / "params" / "quick.yaml"
-QUICK_OVERRIDES = {"name": "quick-t"}  # as the shared quick run (tests/e2e/conftest.py)
+from conftest import QUICK, QUICK_OVERRIDES, REPO  # the shared quick run's settings
+
 TIMING = ("seconds", "inference_s")
 
 
