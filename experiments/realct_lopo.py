@@ -111,6 +111,18 @@ def train_members(ckpt: dict, members: list[int], phantom_x: np.ndarray, phantom
     return states
 
 
+def interpolate(start: dict, tuned: dict, alpha: float) -> dict:
+    """Weight-space interpolation of a network before and after fine-tuning (WiSE-FT, Wortsman et
+    al., CVPR 2022): ``(1 - alpha) * start + alpha * tuned`` for every floating tensor, BatchNorm
+    running statistics included; integer buffers (``num_batches_tracked``) from ``tuned``.
+    ``alpha`` 1 is the fine-tuned network, 0 the start."""
+    out = {}
+    for k, v in tuned.items():
+        s0 = start[k]
+        out[k] = ((1.0 - alpha) * s0.float() + alpha * v.float()) if v.is_floating_point() else v.clone()
+    return out
+
+
 def export(states: list[dict], ckpt: dict, path: Path, label: str, info: dict) -> Path:
     """Float16 ONNX (+ ``.pt`` beside it) of ``states`` with the shipped model's params."""
     from l3seg_lib.training.checkpoint import save_checkpoint
@@ -120,6 +132,19 @@ def export(states: list[dict], ckpt: dict, path: Path, label: str, info: dict) -
     p = params_of_checkpoint(ckpt)
     save_checkpoint(path.with_suffix(".pt"), states, p, ckpt["image_size"], label, info, weights_dtype="float16")
     return export_onnx(states, p, ckpt["image_size"], path, label, info, weights_dtype="float16")
+
+
+def _blend(ckpt: dict, members: list[int], states: list[dict], args) -> list[dict]:
+    """The fine-tuned ``states``, or with ``--interpolate`` their WiSE-FT blends with the start."""
+    if args.interpolate is None or args.interpolate == 1.0:
+        return states
+    return [interpolate({k: v.float() for k, v in ckpt["state_dicts"][m].items()}, st, args.interpolate)
+            for m, st in zip(members, states, strict=True)]
+
+
+def _blend_note(args) -> str:
+    a = args.interpolate
+    return "" if a is None or a == 1.0 else f"; weights {1 - a:g} x start + {a:g} x fine-tuned (WiSE-FT)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patients", nargs="+", help="only these patients (default: all)")
     ap.add_argument("--no-final", action="store_true", help="skip the final model on all patients")
     ap.add_argument("--fresh", action="store_true", help="retrain even when a cached network matches")
+    ap.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
+                    help="ship (1 - ALPHA) x start + ALPHA x fine-tuned weights (WiSE-FT), 0 < ALPHA <= 1; "
+                         "default: the fine-tuned weights (ALPHA 1)")
     ap.add_argument("--no-fail", action="store_true")
     args = ap.parse_args(argv)
+    if args.interpolate is not None and not 0.0 < args.interpolate <= 1.0:
+        ap.error(f"--interpolate must lie in (0, 1], not {args.interpolate}")
 
     import torch
 
@@ -221,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             fold = out / f"fold_{held}"
             sub = real.of_patients(train_pts)
             assert held not in set(sub.table["patient"]), "LOPO leak"
-            states = train_members(ckpt, members, px, py, sub, args, fold, f"without {held}")
+            states = _blend(ckpt, members, train_members(ckpt, members, px, py, sub, args, fold, f"without {held}"), args)
             info = {"training_data": f"fine-tuned from {Path(args.start).name} members {members} on the phantom "
-                                     f"and {len(sub.table)} real slices of {', '.join(train_pts)} (not {held})"}
+                                     f"and {len(sub.table)} real slices of {', '.join(train_pts)} (not {held})"
+                                     + _blend_note(args)}
             models = {"lopo": export(states, ckpt, fold / "model.onnx", f"LOPO without {held}", info),
                       "lopo-1": export(states[:1], ckpt, fold / "fast.onnx", f"LOPO without {held}, one network", info)}
             sub.table.to_csv(fold / "training_slices.csv", index=False)
@@ -247,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp_lines = [f"- {r.candidate} {r.set} {TISSUE_TITLES[r.tissue]}: {r.diff:+.3f} (noise {r.noise:.3f})"
                  + (" **REGRESSION**" if r.regression else "") for r in comparison.itertuples(index=False)]
     table = (f"# Leave one real patient out\n\nMembers fine-tuned: {members} of {args.start}; {args.epochs} epochs x "
-             f"{args.steps} steps of 8; real share {args.real_share}, reference share {args.reference_share}.\n\n"
+             f"{args.steps} steps of 8; real share {args.real_share}, reference share {args.reference_share}"
+             f"{_blend_note(args)}.\n\n"
              f"{markdown_table(summary, set_order)}\n\n## Raw and refined Dice, area error per tissue\n\n"
              f"{detail_table(summary)}\n\n## Against the shipped default (refined Dice, paired by slice)\n\n"
              + "\n".join(cmp_lines) + "\n")
@@ -257,12 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_final:
         t = time.perf_counter()
         final = out / "final"
-        states = train_members(ckpt, members, px, py, real, args, final, "all patients")
+        states = _blend(ckpt, members, train_members(ckpt, members, px, py, real, args, final, "all patients"), args)
         real.table.to_csv(out / "training_slices.csv", index=False)
         counts = real.table.groupby(["patient", "kind"]).size()
         text = (f"fine-tuned from {Path(args.start).name} (members {members}) on the l3seg phantom "
                 f"({len(px)} slices) and {len(real.table)} real slices: "
-                + "; ".join(f"{p} {k} {n}" for (p, k), n in counts.items()))
+                + "; ".join(f"{p} {k} {n}" for (p, k), n in counts.items()) + _blend_note(args))
         lopo_figs = real_ct_metadata(summary, "lopo")
         note = ("leave-one-patient-out figures: each set scored by a network of the same recipe trained without "
                 "that patient (experiments/realct_lopo.py); this file itself trained on every patient")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported when a command runs (keeps the parser free of imag
 
 
 def _model(path: str | None) -> Path:
-    """The model file given, a shipped model's name (``default``, ``fast``), or the default model."""
+    """The model file given, a shipped model's name (``default``, ``fast``, ``real``), or the default model."""
     from l3seg_lib.models import resolve_model
 
     return resolve_model(path)
@@ -113,8 +113,9 @@ def _image_minimum(args: argparse.Namespace) -> dict[str, float]:
             "min_fov_mm": DEFAULT_LIMITS.min_fov_mm if args.min_fov_mm is None else args.min_fov_mm}
 
 
-MODEL_HELP = ("ONNX model file, or a shipped model: default (8 networks) or fast (2 networks, about twice the measure "
-              "throughput, lower real-CT muscle accuracy); default: %(default)s")
+MODEL_HELP = ("ONNX model file, or a shipped model: default (8 networks), fast (2 networks, about twice the measure "
+              "throughput, lower real-CT muscle accuracy) or real (4 networks fine-tuned on real CT references, "
+              "better on held-out real patients; docs/realct_training.md); default: %(default)s")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:

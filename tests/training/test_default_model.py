@@ -118,7 +118,12 @@ def test_shipped_models_by_name(tmp_path, monkeypatch):
     assert (info_default.members, info_fast.members) == (8, 2)
     assert info_fast.label == "l3seg fast model" and info_fast.extra["weights_dtype"] == "float16"
     assert fast.stat().st_size < 3e6
-    with pytest.raises(L3SegInputError, match="shipped: default, fast"):
+    real = resolve_model("real")
+    info_real = OnnxModel(real, "cpu").info
+    assert real == shipped_model_path("real") and info_real.members == 4 and real.stat().st_size < 5e6
+    assert info_real.extra["ship_candidate"] is True and info_real.extra["lopo_regressions"] == []
+    assert "WiSE-FT" in info_real.extra["training_data"] and "CC BY 3.0" in info_real.extra["training_data"]
+    with pytest.raises(L3SegInputError, match="shipped: default, fast, real"):
         shipped_model_path("huge")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fast").write_bytes(b"x")  # a file of that name in the working folder wins

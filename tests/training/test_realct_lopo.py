@@ -213,6 +213,34 @@ def test_harness_member_choice_and_missing_data(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_wise_ft_interpolation_of_weights(capsys):
+    """``--interpolate ALPHA``: (1 - ALPHA) x start + ALPHA x fine-tuned on float tensors (BatchNorm
+    statistics too), integer buffers from the fine-tuned network; a blend of two U-Nets loads and
+    runs; ALPHA outside (0, 1] is refused."""
+    import realct_lopo
+
+    from l3seg_lib.training.network import UNet
+
+    torch.manual_seed(0)
+    a, b = UNet(depth=2, base_width=4), UNet(depth=2, base_width=4)
+    b(torch.randn(2, 1, 32, 32))  # moves b's BatchNorm statistics and counters
+    sa, sb = a.state_dict(), b.state_dict()
+    assert any(not v.is_floating_point() and not torch.equal(v, sa[k]) for k, v in sb.items())
+    mix = realct_lopo.interpolate(sa, sb, 0.25)
+    for k, v in mix.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.75 * sa[k] + 0.25 * sb[k]), k
+        else:
+            assert torch.equal(v, sb[k]), k
+    assert torch.equal(realct_lopo.interpolate(sa, sb, 1.0)["encoders.0.0.weight"], sb["encoders.0.0.weight"])
+    net = UNet(depth=2, base_width=4)
+    net.load_state_dict(mix)
+    assert net.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 4, 32, 32)
+    with pytest.raises(SystemExit):
+        realct_lopo.main(["--data", ".", "--interpolate", "1.5"])
+    assert "--interpolate must lie in (0, 1]" in capsys.readouterr().err
+
+
 def test_label_map_erosion_spares_thin_borders():
     from l3seg_lib.training.realdata import label_map_masks
 
