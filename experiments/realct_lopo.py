@@ -3,7 +3,8 @@
 Run from the repository root (2 CPU cores)::
 
     .venv/bin/python experiments/realct_lopo.py --data ../shared/data --refs runs/references \
-        --out runs/realct_lopo [--members 4] [--epochs 3] [--steps 25] [--threads 2] [--kinds reference ...]
+        --out runs/realct_lopo [--members 4] [--epochs 3] [--steps 25] [--threads 2] [--kinds reference ...] \
+        [--interpolate 0.5]
 
 Method: fine-tune ``--members`` networks of the shipped default model (``l3seg_lib/models/default.pt``,
 evenly spaced among its 8) on a mix of the built-in phantom (the default recipe's data, generated
@@ -20,7 +21,9 @@ patient's slices (references, compartments, partial, unlabelled: nothing of P), 
 on P's sets with :func:`l3seg_lab.realct.evaluate` (``l3seg measure``'s Predictor,
 post-processing on; raw and HU-refined Dice, area errors), side by side with the shipped
 ``default`` and ``fast`` models. Models: ``lopo`` (the fine-tuned ensemble) and ``lopo-1`` (its
-first network alone, the candidate ``fast``). Then train the same recipe on every patient
+first network alone, the candidate ``fast``). ``--interpolate ALPHA`` scores and exports
+``(1 - ALPHA) x start + ALPHA x fine-tuned`` weights instead (WiSE-FT; ``--interpolate 0.5`` made
+the shipped ``--model real``, docs/realct_training.md). Then train the same recipe on every patient
 (``OUT/final/model.onnx`` + ``.pt``, ``fast.onnx`` + ``.pt``, float16 weights, metadata with the
 LOPO figures) -- candidates only, ``l3seg_lib/models`` is never written.
 
