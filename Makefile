@@ -1,7 +1,7 @@
 # l3seg: two commands from a fresh clone
 #   make run    set up .venv and run the whole pipeline on the built-in data (params/default.yaml)
 #   make test   set up .venv and run every test (unit, end-to-end, nbval notebooks)
-#   make test-fast   the quick lane while editing (under a minute on 2 cores): no slow or heavy tests
+#   make test-fast   the quick lane while editing (about 2 minutes on 2 cores): no slow or heavy tests
 # Other targets: make setup, make run PARAMS=params/quick.yaml, make bench, make lab, make clean
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

@@ -1,5 +1,5 @@
 """Small synthetic inputs for tests: DICOM files with controllable (and broken) headers, and series
-folders as scanners export them."""
+folders as scanners export them; readers of the SR content the tests check."""
 
 from __future__ import annotations
 
@@ -132,3 +132,40 @@ def messy_series_folder(folder: Path, hu: np.ndarray) -> Path:
     write_dose_report(folder / "dose.dcm", "1.2.3.999")
     write_dicom(folder / "capture.dcm", hu, series_uid="1.2.3.998", SOPClassUID="1.2.840.10008.5.1.4.1.1.7")
     return folder
+
+
+def sr_numbers(sr) -> dict[str, dict]:
+    """Every NUM of an SR by code value: value, unit, and the SEG segment its group references."""
+    found: dict[str, dict] = {}
+
+    def walk(items, segment=None):
+        for item in items:
+            if item.ValueType == "IMAGE" and "ReferencedSegmentNumber" in item.ReferencedSOPSequence[0]:
+                segment = int(item.ReferencedSOPSequence[0].ReferencedSegmentNumber)
+        for item in items:
+            if item.ValueType == "NUM":
+                mv = item.MeasuredValueSequence[0]
+                found[item.ConceptNameCodeSequence[0].CodeValue] = {
+                    "value": float(mv.NumericValue), "unit": mv.MeasurementUnitsCodeSequence[0].CodeValue,
+                    "segment": segment}
+            if "ContentSequence" in item:
+                walk(item.ContentSequence, segment if item.ValueType != "CONTAINER" else None)
+    walk(sr.ContentSequence)
+    return found
+
+
+def sr_texts(sr) -> dict[str, str]:
+    """Every TEXT (value) and CODE (meaning of the value) of an SR by the meaning of its name."""
+    found: dict[str, str] = {}
+
+    def walk(items):
+        for item in items:
+            name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
+            if item.ValueType == "TEXT":
+                found[name] = str(item.TextValue)
+            elif item.ValueType == "CODE":
+                found[name] = str(item.ConceptCodeSequence[0].CodeMeaning)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+    walk(sr.ContentSequence)
+    return found

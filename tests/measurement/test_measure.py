@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import body_phantom, paint_muscle_square, write_dicom
+from helpers import body_phantom, paint_muscle_square, sr_numbers, sr_texts, write_dicom
 
 from l3seg_lib import phantom
 from l3seg_lib.config import CompositionConfig
@@ -204,43 +204,6 @@ def test_dicom_seg_and_sr_match_the_csv(tmp_path, tiny_model):
     assert not any("martin2013" in name.lower() for name in texts if name.startswith("Visceral"))
     for f in (row["dicom_seg"], row["dicom_sr"]):
         assert_dciodvfy_clean(tmp_path / "out" / f)
-
-
-def sr_numbers(sr) -> dict[str, dict]:
-    """Every NUM of an SR by code value: value, unit, and the SEG segment its group references."""
-    found: dict[str, dict] = {}
-
-    def walk(items, segment=None):
-        for item in items:
-            if item.ValueType == "IMAGE" and "ReferencedSegmentNumber" in item.ReferencedSOPSequence[0]:
-                segment = int(item.ReferencedSOPSequence[0].ReferencedSegmentNumber)
-        for item in items:
-            if item.ValueType == "NUM":
-                mv = item.MeasuredValueSequence[0]
-                found[item.ConceptNameCodeSequence[0].CodeValue] = {
-                    "value": float(mv.NumericValue), "unit": mv.MeasurementUnitsCodeSequence[0].CodeValue,
-                    "segment": segment}
-            if "ContentSequence" in item:
-                walk(item.ContentSequence, segment if item.ValueType != "CONTAINER" else None)
-    walk(sr.ContentSequence)
-    return found
-
-
-def sr_texts(sr) -> dict[str, str]:
-    """Every TEXT (value) and CODE (meaning of the value) of an SR by the meaning of its name."""
-    found: dict[str, str] = {}
-
-    def walk(items):
-        for item in items:
-            name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
-            if item.ValueType == "TEXT":
-                found[name] = str(item.TextValue)
-            elif item.ValueType == "CODE":
-                found[name] = str(item.ConceptCodeSequence[0].CodeMeaning)
-            if "ContentSequence" in item:
-                walk(item.ContentSequence)
-    walk(sr.ContentSequence)
-    return found
 
 
 def assert_dciodvfy_clean(path) -> None:

@@ -131,7 +131,7 @@ def sr_values(sr: pydicom.Dataset) -> dict[str, float]:
 
 def sr_texts(sr: pydicom.Dataset) -> dict[str, str]:
     """Every TEXT (its value) and CODE (the meaning of its value) of an SR by the meaning of its name."""
-    from test_measure import sr_texts as texts
+    from helpers import sr_texts as texts
 
     return texts(sr)
 
@@ -180,7 +180,7 @@ def check_seg_sr(objects: list[pydicom.Dataset], series: list[Path], row: pd.Ser
     assert sr.PatientID == "SRV1" and sr.StudyInstanceUID == first.StudyInstanceUID
     # for each segment: SEG area = SR number = CSV column, the SR number referencing its segment
     from l3seg_lib.measurement.dicom_out import SEGMENTS
-    from test_measure import sr_numbers
+    from helpers import sr_numbers
 
     numbers = sr_numbers(sr)
     frames = seg.pixel_array.reshape(len(SEGMENTS), int(seg.Rows), int(seg.Columns))
@@ -242,6 +242,7 @@ def test_series_sent_by_cstore_comes_back_as_seg_and_sr_equal_to_the_csv(ct_seri
     assert (out / "index.html").is_file() and (out / "patients" / "SRV1.html").is_file()
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_a_restarted_node_does_not_measure_or_send_again(ct_series, tmp_path):
     pacs = Pacs()
     try:
@@ -260,6 +261,7 @@ def test_a_restarted_node_does_not_measure_or_send_again(ct_series, tmp_path):
         pacs.close()
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_pacs_down_then_up_retries_with_backoff_and_sends_once(ct_series, tmp_path):
     pacs = Pacs()
     port = pacs.port
@@ -316,6 +318,7 @@ def test_calling_ae_title_not_allowed_is_refused(ct_series, tmp_path, caplog):
     assert not list((tmp_path / "node" / "incoming").glob("*/*.dcm"))
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_malformed_instance_and_dropped_association_leave_the_node_up(ct_series, tmp_path):
     pacs = Pacs()
     running = Running(make_node(tmp_path / "node", pacs))
@@ -388,6 +391,7 @@ def test_tls_and_mutual_tls(ct_series, tmp_path):
         assert len(list((tmp_path / f"node{ca is not None}" / "incoming").glob("*/*.dcm"))) == 1
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_seg_and_sr_are_sent_over_tls_to_a_tls_pacs(ct_series, tmp_path):
     """--send-tls-ca (and --send-tls-cert/--send-tls-key for mutual TLS): SEG and SR reach a PACS
     that accepts TLS only and requires the node's certificate; the numbers are those of the CSV."""
@@ -410,6 +414,7 @@ def test_seg_and_sr_are_sent_over_tls_to_a_tls_pacs(ct_series, tmp_path):
         pacs.close()
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_a_series_that_cannot_be_measured_gets_an_sr_saying_why_once(tmp_path):
     """--refusal-sr: a series without L3 in view is not measured; the PACS gets one SR saying why
     (same study, the series as evidence), and a restarted node sends nothing again."""
@@ -552,6 +557,7 @@ class NodeProcess:
         raise AssertionError(f"no {name} event in {timeout} s:\n" + "\n".join(self.lines[-30:]))
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_kill_9_mid_series_then_restart_measures_the_series_once_and_sigterm_finishes_it(ct_series, tmp_path):
     pacs = Pacs()
     out = tmp_path / "node"
@@ -630,6 +636,7 @@ def dciodvfy_problems(path: Path) -> list[str]:
             (x.startswith("Warning") and not x.startswith(DCIODVFY_WARNINGS_ALLOWED))]
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_orthanc_set_up_as_documented_forwards_series_and_gets_seg_sr_and_refusal_back(ct_series, tmp_path):
     """Orthanc configured exactly as docs/dicom_node.md says (its DicomModalities entry, its Lua
     auto-forward script, read from the page) forwards each stable CT series by itself; SEG and SR
@@ -711,7 +718,7 @@ def test_orthanc_set_up_as_documented_forwards_series_and_gets_seg_sr_and_refusa
     assert found["SEG"].SeriesInstanceUID in evidence
     # flags, confidence and level in the SR
     texts = sr_texts(sr)
-    from test_measure import sr_numbers
+    from helpers import sr_numbers
 
     assert texts["Review required before use"] == ("Yes" if row["review_required"] else "No")
     if row["review_required"]:
@@ -747,6 +754,7 @@ def _predecessors(sr: pydicom.Dataset) -> set[str]:
             for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_a_series_in_two_parts_the_later_result_supersedes_the_earlier(ct_series, tmp_path, caplog):
     """The first 20 slices (no L3 in view) complete alone: a refusal SR; the rest arrive later: the
     joined series is measured, and its SR lists the refusal SR as predecessor and says so; the log
@@ -783,6 +791,7 @@ def test_a_series_in_two_parts_the_later_result_supersedes_the_earlier(ct_series
         assert_no_machine_path(ds, tmp_path)
 
 
+@pytest.mark.heavy  # node processes, restarts and waits: out of make test-fast
 def test_a_resent_series_is_measured_again_when_asked(ct_series, tmp_path, caplog):
     """A series sent again in full is not measured again, and the log says how to have it measured
     again; a file remeasure/<SeriesInstanceUID> does it: new SEG and SR, the SR superseding the first."""

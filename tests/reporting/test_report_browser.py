@@ -22,9 +22,9 @@ from report_helpers import synthetic_batch
 
 BROWSERS = ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome", "google-chrome-stable")
 BROWSER = next((b for b in BROWSERS if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(BROWSER is None, reason=(
+pytestmark = [pytest.mark.heavy, pytest.mark.skipif(BROWSER is None, reason=(  # a browser per page: out of test-fast
     "no headless Chromium on this machine (looked for " + ", ".join(BROWSERS) + "): install it with "
-    "'apt-get install chromium' to run the browser checks of the report pages"))
+    "'apt-get install chromium' to run the browser checks of the report pages"))]
 
 SOURCE_DIR = "/data/hospital/incoming"
 WIDTHS = (1400, 390)
