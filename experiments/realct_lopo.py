@@ -141,8 +141,7 @@ def _blend(ckpt: dict, members: list[int], states: list[dict], args) -> list[dic
     """The fine-tuned ``states``, or with ``--interpolate`` their WiSE-FT blends with the start."""
     if args.interpolate is None or args.interpolate == 1.0:
         return states
-    return [interpolate({k: v.float() for k, v in ckpt["state_dicts"][m].items()}, st, args.interpolate)
-            for m, st in zip(members, states, strict=True)]
+    return [interpolate(ckpt["state_dicts"][m], st, args.interpolate) for m, st in zip(members, states, strict=True)]
 
 
 def _blend_note(args) -> str:

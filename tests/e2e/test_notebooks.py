@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -18,8 +17,8 @@ from l3seg_lib.errors import PipelineError
 from l3seg_lib.pipeline.runner import NOTEBOOKS, run_pipeline
 from l3seg_lib.pipeline.runs import create_run
 
-REPO = Path(__file__).resolve().parents[2]
-QUICK = REPO / "params" / "quick.yaml"
+from conftest import QUICK, REPO
+
 NBVAL_SMALLER = {  # quick.yaml smaller still: nbval checks that the notebooks run, not what they find
     "data.phantom.n_patients": 8, "data.phantom.matrix": 128, "data.phantom.slices_per_patient": [1, 1],
     "preprocess.image_size": 32, "train.epochs": 1, "optimize.compare_seeds": 1,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
-from helpers import write_dicom
+from helpers import sr_numbers, sr_texts, write_dicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from l3seg_lib.measurement.options import MeasureOptions
@@ -129,13 +129,6 @@ def sr_values(sr: pydicom.Dataset) -> dict[str, float]:
     return values
 
 
-def sr_texts(sr: pydicom.Dataset) -> dict[str, str]:
-    """Every TEXT (its value) and CODE (the meaning of its value) of an SR by the meaning of its name."""
-    from helpers import sr_texts as texts
-
-    return texts(sr)
-
-
 def assert_no_machine_path(ds: pydicom.Dataset, *roots: Path) -> None:
     """No text value of ``ds`` (at any depth) holds one of ``roots`` or any absolute path of this
     machine's temporary folders or the repository."""
@@ -180,7 +173,6 @@ def check_seg_sr(objects: list[pydicom.Dataset], series: list[Path], row: pd.Ser
     assert sr.PatientID == "SRV1" and sr.StudyInstanceUID == first.StudyInstanceUID
     # for each segment: SEG area = SR number = CSV column, the SR number referencing its segment
     from l3seg_lib.measurement.dicom_out import SEGMENTS
-    from helpers import sr_numbers
 
     numbers = sr_numbers(sr)
     frames = seg.pixel_array.reshape(len(SEGMENTS), int(seg.Rows), int(seg.Columns))
@@ -718,7 +710,6 @@ def test_orthanc_set_up_as_documented_forwards_series_and_gets_seg_sr_and_refusa
     assert found["SEG"].SeriesInstanceUID in evidence
     # flags, confidence and level in the SR
     texts = sr_texts(sr)
-    from helpers import sr_numbers
 
     assert texts["Review required before use"] == ("Yes" if row["review_required"] else "No")
     if row["review_required"]:
